@@ -1,0 +1,51 @@
+//! `keelson`: the one binary. `keelson server` runs a master; `keelson bench store`
+//! measures an etcd-v3 endpoint (keelson's or a real etcd's). Start reading at the
+//! subcommand modules: `server.rs`, `bench/`.
+
+mod bench;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keelson", version, about = "A Kubernetes-compatible control plane with an embedded Raft store")]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `keelson_store=debug`.
+    #[arg(long, global = true, env = "KEELSON_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one master: the Raft-replicated store and its etcd v3 endpoint.
+    Server(server::ServerArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keelson: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Server(args) => server::run(args).await,
+            Cmd::Bench(b) => bench::run(b).await,
+        }
+    });
+    if let Err(e) = res {
+        eprintln!("keelson: {e:#}");
+        std::process::exit(1);
+    }
+}

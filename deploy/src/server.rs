@@ -1,0 +1,101 @@
+//! `keelson server`: one master.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use keelson_store::config::{parse_initial_cluster, strip_scheme, ClusterState};
+use keelson_store::{Store, StoreConfig};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// This master's name (unique in the cluster).
+    #[arg(long)]
+    pub name: String,
+    /// Where this master keeps its Raft log, state machine and snapshots.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// host:port for master-to-master traffic (Raft, forwarded requests).
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    pub peer_addr: String,
+    /// host:port of the etcd v3 gRPC endpoint (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub etcd_addr: String,
+    /// The bootstrapping masters: `m1=host:port,m2=host:port,…` (peer addresses).
+    /// Defaults to this master alone.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap, `existing` to join a cluster that already added this master.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Distinguishes clusters bootstrapped from the same --initial-cluster.
+    #[arg(long, default_value = "keelson")]
+    pub initial_cluster_token: String,
+    /// Raft heartbeat interval (ms).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Raft minimum election timeout (ms); the maximum is twice this.
+    #[arg(long, default_value_t = 300)]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot after this many Raft entries.
+    #[arg(long, default_value_t = 20_000)]
+    pub snapshot_count: u64,
+    /// Most client commands group-committed into one Raft entry.
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch: usize,
+}
+
+impl ServerArgs {
+    pub fn config(&self) -> Result<StoreConfig> {
+        let peer_addr = strip_scheme(&self.peer_addr).to_string();
+        let initial = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={}", self.name, peer_addr));
+        Ok(StoreConfig {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            peer_addr,
+            client_addr: strip_scheme(&self.etcd_addr).to_string(),
+            initial_cluster: parse_initial_cluster(&initial)?,
+            initial_cluster_state: self.initial_cluster_state.parse::<ClusterState>()?,
+            cluster_token: self.initial_cluster_token.clone(),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            election_timeout_min: Duration::from_millis(self.election_timeout_ms),
+            election_timeout_max: Duration::from_millis(self.election_timeout_ms * 2),
+            snapshot_after_entries: self.snapshot_count,
+            max_batch_commands: self.max_batch.max(1),
+            ..StoreConfig::default()
+        })
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let cfg = args.config()?;
+    let etcd_addr = cfg.client_addr.clone();
+    let etcd_listener = tokio::net::TcpListener::bind(&etcd_addr)
+        .await
+        .with_context(|| format!("cannot listen on --etcd-addr {etcd_addr}"))?;
+    let store = Store::open(cfg).await?;
+    let stop = store.stopped();
+    tracing::info!(
+        name = %args.name,
+        member = format_args!("{:016x}", store.member_id()),
+        cluster = format_args!("{:016x}", store.cluster_id()),
+        etcd = %etcd_addr,
+        peer = %args.peer_addr,
+        "keelson master started"
+    );
+    let etcd = tokio::spawn(keelson_store::etcd::serve(store.clone(), etcd_listener, stop.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        r = etcd => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("etcd endpoint failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("etcd endpoint task failed: {e}")),
+        },
+    };
+    tracing::info!("shutting down");
+    store.shutdown().await;
+    outcome
+}

@@ -1,0 +1,246 @@
+//! A harness that runs real `keelson server` processes on loopback, like a user would,
+//! and talks to them over the etcd v3 protocol. Every child is killed (by its PID) when
+//! the harness drops; every wait has a timeout that names what hung.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use keelson_store::pb::etcdserverpb::kv_client::KvClient;
+use keelson_store::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use keelson_store::pb::etcdserverpb::watch_client::WatchClient;
+use keelson_store::pb::etcdserverpb::{PutRequest, RangeRequest, StatusRequest, StatusResponse};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn keelson_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keelson"))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub async fn within<T>(d: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(d, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {d:?} waiting for {what}"),
+    }
+}
+
+/// Poll `check` until it returns Some, failing with `what` after `d`.
+pub async fn eventually<T, F, Fut>(d: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {d:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One master process.
+pub struct Master {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub peer_addr: String,
+    pub etcd_addr: String,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Master {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.etcd_addr)
+    }
+}
+
+/// Local masters as separate processes.
+pub struct Cluster {
+    pub dir: TempDir,
+    pub masters: Vec<Master>,
+    pub initial_cluster: String,
+}
+
+impl Cluster {
+    /// Lay out `n` masters (not started).
+    pub fn new(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let masters: Vec<Master> = (1..=n)
+            .map(|i| Master {
+                name: format!("m{i}"),
+                data_dir: dir.path().join(format!("m{i}")),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                etcd_addr: format!("127.0.0.1:{}", free_port()),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+                extra_args: Vec::new(),
+            })
+            .collect();
+        let initial_cluster =
+            masters.iter().map(|m| format!("{}={}", m.name, m.peer_addr)).collect::<Vec<_>>().join(",");
+        Cluster { dir, masters, initial_cluster }
+    }
+
+    /// Start `n` masters and wait until they agree on a leader.
+    pub async fn start(n: usize) -> Cluster {
+        let mut c = Cluster::new(n);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_leader(&(0..n).collect::<Vec<_>>()).await;
+        c
+    }
+
+    pub fn command(&self, i: usize) -> Command {
+        let m = &self.masters[i];
+        let mut cmd = Command::new(keelson_bin());
+        cmd.args(["server", "--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--peer-addr", &m.peer_addr, "--etcd-addr", &m.etcd_addr])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(&m.extra_args)
+            .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd
+    }
+
+    /// Start master `i` (its stderr goes to its log file, appended).
+    pub fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.masters[i].log).expect("log file");
+        let child = self.command(i).stdout(Stdio::null()).stderr(log).spawn().expect("spawn keelson server");
+        self.masters[i].child = Some(child);
+    }
+
+    /// SIGKILL master `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.masters[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM master `i` and wait (bounded) for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.masters[i].child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            for _ in 0..200 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.masters[i].log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self, i: usize) -> Channel {
+        channel(&self.masters[i].etcd_addr).await
+    }
+
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel(i).await)
+    }
+
+    pub async fn watch(&self, i: usize) -> WatchClient<Channel> {
+        WatchClient::new(self.channel(i).await)
+    }
+
+    pub async fn status(&self, i: usize) -> Option<StatusResponse> {
+        let ch = try_channel(&self.masters[i].etcd_addr).await?;
+        let mut c = MaintenanceClient::new(ch);
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        c.status(req).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Wait until every listed master reports the same leader; returns its index.
+    pub async fn wait_leader(&self, among: &[usize]) -> usize {
+        eventually(WAIT, "the masters to agree on a leader", || async {
+            let mut leader = None;
+            for &i in among {
+                let s = self.status(i).await?;
+                if s.leader == 0 || leader.is_some_and(|l| l != s.leader) {
+                    return None;
+                }
+                leader = Some(s.leader);
+            }
+            let id = leader?;
+            for &i in among {
+                if self.status(i).await?.header?.member_id == id {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    pub async fn revision(&self, i: usize) -> Option<i64> {
+        Some(self.status(i).await?.header?.revision)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.masters.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub async fn try_channel(addr: &str) -> Option<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .ok()
+}
+
+pub async fn channel(addr: &str) -> Channel {
+    eventually(WAIT, &format!("a connection to {addr}"), || try_channel(addr)).await
+}
+
+pub async fn must_put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
+    let r = within(WAIT, "put", kv.put(PutRequest { key: key.into(), value: value.into(), ..Default::default() }))
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    r.into_inner().header.expect("header").revision
+}
+
+pub async fn must_get(kv: &mut KvClient<Channel>, key: &str, serializable: bool) -> Option<Vec<u8>> {
+    let r = within(WAIT, "get", kv.range(RangeRequest { key: key.into(), serializable, ..Default::default() }))
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e}"));
+    r.into_inner().kvs.into_iter().next().map(|kv| kv.value)
+}
+
+/// Run a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run command");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+pub fn data_dir_of(c: &Cluster, i: usize) -> &Path {
+    &c.masters[i].data_dir
+}

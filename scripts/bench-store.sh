@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Side-by-side store benchmark: keelson vs Debian's etcd 3.4 on this machine, 1 and 3
+# members, with `keelson bench store` (etcd v3 protocol) as the one load generator.
+# Rows: put 1 client; put 1000 clients / 100 conns; range l and s at 1000/100.
+# Each (row, system) runs ROUNDS times, systems interleaved, each line with its own
+# fdatasync probe of the data disk.
+#   scripts/bench-store.sh [1|3|both] > bench.log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZES=${1:-both}
+ROUNDS=${ROUNDS:-3}
+TOTAL=${TOTAL:-100000}
+TOTAL1=${TOTAL1:-3000}
+BIN=${KEELSON_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}/release/keelson}
+ETCD=${ETCD_BIN:-/usr/bin/etcd}
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p keelson (or set KEELSON_BIN)" >&2; exit 1; }
+[ -x "$ETCD" ] || { echo "etcd not found at $ETCD (apt-get install etcd-server)" >&2; exit 1; }
+WORK=$(mktemp -d /var/tmp/keelson-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() { # endpoints...
+    for ep in "$@"; do
+        for _ in $(seq 1 200); do
+            ETCDCTL_API=3 etcdctl --endpoints "$ep" --command-timeout=1s endpoint health >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    done
+    ETCDCTL_API=3 etcdctl --endpoints "$(IFS=,; echo "$*")" put /bench/ready 1 >/dev/null
+}
+
+start_keelson() { # n → prints endpoints
+    local n=$1 dir=$WORK/keelson-$n cluster="" eps=() peers=() clients=()
+    for i in $(seq 1 "$n"); do peers+=("127.0.0.1:$(port)"); clients+=("127.0.0.1:$(port)"); done
+    for i in $(seq 1 "$n"); do cluster+="${cluster:+,}m$i=${peers[$((i-1))]}"; done
+    for i in $(seq 1 "$n"); do
+        KEELSON_LOG=warn "$BIN" server --name "m$i" --data-dir "$dir/m$i" --peer-addr "${peers[$((i-1))]}" \
+            --etcd-addr "${clients[$((i-1))]}" --initial-cluster "$cluster" 2>"$dir-m$i.log" &
+        PIDS+=($!)
+        eps+=("${clients[$((i-1))]}")
+    done
+    wait_ready "${eps[@]}"
+    (IFS=,; echo "${eps[*]}")
+}
+
+start_etcd() { # n → prints endpoints
+    local n=$1 dir=$WORK/etcd-$n cluster="" eps=() peers=() clients=()
+    for i in $(seq 1 "$n"); do peers+=("127.0.0.1:$(port)"); clients+=("127.0.0.1:$(port)"); done
+    for i in $(seq 1 "$n"); do cluster+="${cluster:+,}e$i=http://${peers[$((i-1))]}"; done
+    for i in $(seq 1 "$n"); do
+        "$ETCD" --name "e$i" --data-dir "$dir/e$i" \
+            --listen-client-urls "http://${clients[$((i-1))]}" --advertise-client-urls "http://${clients[$((i-1))]}" \
+            --listen-peer-urls "http://${peers[$((i-1))]}" --initial-advertise-peer-urls "http://${peers[$((i-1))]}" \
+            --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
+            --log-level warn 2>"$dir-e$i.log" &
+        PIDS+=($!)
+        eps+=("${clients[$((i-1))]}")
+    done
+    wait_ready "${eps[@]}"
+    (IFS=,; echo "${eps[*]}")
+}
+
+row() { # label endpoints args...
+    local label=$1 eps=$2; shift 2
+    "$BIN" bench store --endpoints "$eps" --label "$label" --probe-dir "$WORK" "$@"
+}
+
+echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); keelson $("$BIN" --version | awk '{print $2}'); $("$ETCD" --version | head -1)"
+echo "# rounds=$ROUNDS total=$TOTAL total-1-client=$TOTAL1 key-size=8 val-size=256 key-space=100000"
+for n in 1 3; do
+    [ "$SIZES" = both ] || [ "$SIZES" = "$n" ] || continue
+    K=$(start_keelson "$n")
+    E=$(start_etcd "$n")
+    echo "# $n member(s): keelson $K ; etcd $E"
+    for r in $(seq 1 "$ROUNDS"); do
+        for sys in keelson etcd; do
+            eps=$K; [ $sys = etcd ] && eps=$E
+            row "$sys-$n" "$eps" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
+            row "$sys-$n" "$eps" --op put --clients 1000 --conns 100 --total "$TOTAL" --key-space-size 100000
+            row "$sys-$n" "$eps" --op range --consistency l --clients 1000 --conns 100 --total "$TOTAL"
+            row "$sys-$n" "$eps" --op range --consistency s --clients 1000 --conns 100 --total "$TOTAL"
+        done
+    done
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+done

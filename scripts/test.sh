@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh Debian 12 machine, as root: installs what the suite
+# needs (apt packages), builds the workspace and runs every test.
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh <filter>   # only tests whose name contains <filter>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=(build-essential pkg-config clang libclang-dev protobuf-compiler etcd-server etcd-client)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: need root to install ${missing[*]} (or install them first)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "test.sh: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
+command -v etcdctl >/dev/null || { echo "test.sh: etcdctl missing after install" >&2; exit 1; }
+
+# Builds are reused across clean clones (RocksDB's C++ alone is ~15 minutes on 2 cores).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}"
+export ETCDCTL_API=3
+
+if cargo fmt --version >/dev/null 2>&1; then
+    echo "==> cargo fmt --check"
+    cargo fmt --all -- --check
+fi
+
+echo "==> build (workspace, tests included)"
+cargo test --workspace --no-run
+
+echo "==> tests"
+# One test at a time: the multi-master tests run real processes and time elections.
+cargo test --workspace -- --test-threads 1 "$@"
+echo "==> all tests passed"
