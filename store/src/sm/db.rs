@@ -205,6 +205,16 @@ impl SmDb {
         Ok(out)
     }
 
+    /// Number of entries in a column family (tests and diagnostics).
+    pub fn count(&self, cf: &str) -> Result<usize> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Approximate bytes on disk (SST files plus memtables).
     pub fn size(&self) -> u64 {
         let mut total = 0;
