@@ -36,21 +36,21 @@ wait_ready() { # endpoints...
     ETCDCTL_API=3 etcdctl --endpoints "$(IFS=,; echo "$*")" put /bench/ready 1 >/dev/null
 }
 
-start_keelson() { # n → prints endpoints
+start_keelson() { # n → sets EPS
     local n=$1 dir=$WORK/keelson-$n cluster="" eps=() peers=() clients=()
     for i in $(seq 1 "$n"); do peers+=("127.0.0.1:$(port)"); clients+=("127.0.0.1:$(port)"); done
     for i in $(seq 1 "$n"); do cluster+="${cluster:+,}m$i=${peers[$((i-1))]}"; done
     for i in $(seq 1 "$n"); do
         KEELSON_LOG=warn "$BIN" server --name "m$i" --data-dir "$dir/m$i" --peer-addr "${peers[$((i-1))]}" \
-            --etcd-addr "${clients[$((i-1))]}" --initial-cluster "$cluster" 2>"$dir-m$i.log" &
+            --etcd-addr "${clients[$((i-1))]}" --initial-cluster "$cluster" >/dev/null 2>"$dir-m$i.log" &
         PIDS+=($!)
         eps+=("${clients[$((i-1))]}")
     done
     wait_ready "${eps[@]}"
-    (IFS=,; echo "${eps[*]}")
+    EPS=$(IFS=,; echo "${eps[*]}")
 }
 
-start_etcd() { # n → prints endpoints
+start_etcd() { # n → sets EPS
     local n=$1 dir=$WORK/etcd-$n cluster="" eps=() peers=() clients=()
     for i in $(seq 1 "$n"); do peers+=("127.0.0.1:$(port)"); clients+=("127.0.0.1:$(port)"); done
     for i in $(seq 1 "$n"); do cluster+="${cluster:+,}e$i=http://${peers[$((i-1))]}"; done
@@ -59,12 +59,12 @@ start_etcd() { # n → prints endpoints
             --listen-client-urls "http://${clients[$((i-1))]}" --advertise-client-urls "http://${clients[$((i-1))]}" \
             --listen-peer-urls "http://${peers[$((i-1))]}" --initial-advertise-peer-urls "http://${peers[$((i-1))]}" \
             --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
-            --log-level warn 2>"$dir-e$i.log" &
+            --log-level warn >/dev/null 2>"$dir-e$i.log" &
         PIDS+=($!)
         eps+=("${clients[$((i-1))]}")
     done
     wait_ready "${eps[@]}"
-    (IFS=,; echo "${eps[*]}")
+    EPS=$(IFS=,; echo "${eps[*]}")
 }
 
 row() { # label endpoints args...
@@ -76,8 +76,10 @@ echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(unam
 echo "# rounds=$ROUNDS total=$TOTAL total-1-client=$TOTAL1 key-size=8 val-size=256 key-space=100000"
 for n in 1 3; do
     [ "$SIZES" = both ] || [ "$SIZES" = "$n" ] || continue
-    K=$(start_keelson "$n")
-    E=$(start_etcd "$n")
+    start_keelson "$n"
+    K=$EPS
+    start_etcd "$n"
+    E=$EPS
     echo "# $n member(s): keelson $K ; etcd $E"
     for r in $(seq 1 "$ROUNDS"); do
         for sys in keelson etcd; do

@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod keys;
 pub mod lease;
 pub mod log_store;
+mod mux;
 mod network;
 mod node;
 mod peer;

@@ -14,7 +14,8 @@ use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::codec::{decode, encode};
-use crate::pb::peer::{Blob, SnapshotChunk};
+use crate::mux::{Kind, Mux};
+use crate::pb::peer::SnapshotChunk;
 use crate::pool::PeerPool;
 use crate::sm::snapshot::SnapshotDir;
 use crate::types::{Member, NodeId, TypeConfig};
@@ -24,13 +25,14 @@ const CHUNK: usize = 1 << 20;
 /// Creates one [`RaftPeer`] per replication target.
 pub(crate) struct RaftNet {
     pub pool: Arc<PeerPool>,
+    pub mux: Arc<Mux>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNet {
     type Network = RaftPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> RaftPeer {
-        RaftPeer { target, addr: node.peer_addr.clone(), pool: self.pool.clone() }
+        RaftPeer { target, addr: node.peer_addr.clone(), pool: self.pool.clone(), mux: self.mux.clone() }
     }
 }
 
@@ -38,36 +40,25 @@ pub(crate) struct RaftPeer {
     target: NodeId,
     addr: String,
     pool: Arc<PeerPool>,
+    mux: Arc<Mux>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
 
-fn status_err<E: std::error::Error>(s: tonic::Status) -> RPCError<NodeId, Member, E> {
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Unreachable(Unreachable::new(&s))
-        }
-        _ => RPCError::Network(NetworkError::new(&s)),
-    }
-}
-
 impl RaftPeer {
-    async fn unary<Req, Resp>(&self, which: &'static str, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr>
+    async fn call<Req, Resp>(&self, kind: Kind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(Blob { data });
-        request.set_timeout(option.hard_ttl());
-        let reply = match which {
-            "vote" => client.vote(request).await,
-            _ => client.append_entries(request).await,
-        }
-        .map_err(status_err)?;
+        let reply = self
+            .mux
+            .call(&self.addr, kind, data, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let res: Result<Resp, RaftError<NodeId>> =
-            decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -78,11 +69,11 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.unary("append_entries", &rpc, &option).await
+        self.call(Kind::AppendEntries, &rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.unary("vote", &rpc, &option).await
+        self.call(Kind::Vote, &rpc, &option).await
     }
 
     async fn full_snapshot(

@@ -2,14 +2,15 @@
 //! service, and exposes the store contract ([`Store`]) to the layers above.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::codec::{decode, encode};
 use crate::config::{canonical_cluster, ClusterState, Identity, StoreConfig};
@@ -17,6 +18,7 @@ use crate::error::{Result, StoreError};
 use crate::keys::KeyRange;
 use crate::lease::{Lessor, LessorError};
 use crate::log_store::{LogStats, LogStore};
+use crate::mux::Mux;
 use crate::network::RaftNet;
 use crate::pb::peer::peer_server::PeerServer;
 use crate::pb::peer::Blob;
@@ -280,7 +282,7 @@ impl Store {
             .map_err(|e| StoreError::Config(format!("cannot listen on --peer-addr {}: {e}", cfg.peer_addr)))?;
 
         let lessor = Arc::new(Lessor::new());
-        let log = LogStore::open(&cfg.data_dir.join("raft"))?;
+        let log = LogStore::open(&cfg.data_dir.join("raft"), id)?;
         let log_stats = log.stats();
         let sm = StateMachineStore::open(&cfg.data_dir, lessor.clone())?;
         let shared = sm.shared();
@@ -298,13 +300,23 @@ impl Store {
         .validate()
         .map_err(|e| StoreError::Config(format!("raft configuration: {e}")))?;
         let raft_pool = Arc::new(PeerPool::new(cluster_id));
-        let raft = Raft::new(id, Arc::new(raft_config), RaftNet { pool: raft_pool }, log, sm)
+        let raft_net = RaftNet { pool: raft_pool.clone(), mux: Arc::new(Mux::new(raft_pool)) };
+        let raft = Raft::new(id, Arc::new(raft_config), raft_net, log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
 
         let stop = CancellationToken::new();
-        let router =
-            Router { id, raft: raft.clone(), pool: Arc::new(PeerPool::new(cluster_id)), timeout: cfg.request_timeout };
+        let forward_pool = Arc::new(PeerPool::new(cluster_id));
+        let router = Router {
+            id,
+            raft: raft.clone(),
+            pool: forward_pool.clone(),
+            mux: Arc::new(Mux::new(forward_pool)),
+            timeout: cfg.request_timeout,
+            sm: shared.clone(),
+            // Random start: ids from before a restart may still be in the log.
+            seq: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
+        };
         let limits = BatchLimits {
             max_commands: cfg.max_batch_commands,
             max_bytes: cfg.max_batch_bytes,
@@ -319,7 +331,7 @@ impl Store {
             name: cfg.name.clone(),
             config: cfg.clone(),
             raft: raft.clone(),
-            sm: shared,
+            sm: shared.clone(),
             lessor,
             router,
             proposer,
@@ -339,7 +351,10 @@ impl Store {
                 .initial_stream_window_size(Some(4 << 20))
                 .initial_connection_window_size(Some(16 << 20))
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), serve_stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    serve_stop.cancelled_owned(),
+                )
                 .await;
             if let Err(e) = res {
                 tracing::error!(error = %e, "peer service stopped");
@@ -435,7 +450,7 @@ impl Store {
     }
 
     async fn propose(&self, command: Command, trace: TraceContext, fence_term: Option<u64>) -> Result<CommandResult> {
-        self.core.proposer.propose(Request { command, trace, fence_term }).await
+        self.core.proposer.propose(Request { command, trace, fence_term, origin: None }).await
     }
 
     /// A transaction (puts, deletes, CAS).

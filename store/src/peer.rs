@@ -1,7 +1,12 @@
 //! The master-to-master gRPC service: Raft RPCs, snapshot streams, and the leader-only
 //! work that followers forward (writes, read index, lease keep-alives, membership).
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{Snapshot, SnapshotMeta, Vote};
@@ -11,9 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
 use crate::lease::LessorError;
+use crate::mux::Kind;
 use crate::node::Core;
 use crate::pb::peer::peer_server::Peer;
-use crate::pb::peer::{Blob, SnapshotChunk};
+use crate::pb::peer::{Blob, Frame, SnapshotChunk};
 use crate::pool::CLUSTER_HEADER;
 use crate::types::{Member, NodeId, Request as StoreRequest, TypeConfig};
 use crate::wire::{ClusterInfo, MembershipChange, ProposeReply};
@@ -47,20 +53,44 @@ impl PeerService {
     }
 }
 
+/// Serve one frame of the multiplexed stream; the reply is the bincode of the result
+/// (a reply that does not decode tells the caller the request was malformed).
+async fn dispatch(core: &Arc<Core>, kind: u32, data: &[u8]) -> Vec<u8> {
+    fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        encode(v).unwrap_or_default()
+    }
+    let bad = |e: StoreError| enc(&Err::<(), String>(format!("undecodable peer message: {e}")));
+    match Kind::from_u32(kind) {
+        Some(Kind::AppendEntries) => match decode::<AppendEntriesRequest<TypeConfig>>(data) {
+            Ok(rpc) => enc(&core.raft.append_entries(rpc).await),
+            Err(e) => bad(e),
+        },
+        Some(Kind::Vote) => match decode::<VoteRequest<NodeId>>(data) {
+            Ok(rpc) => enc(&core.raft.vote(rpc).await),
+            Err(e) => bad(e),
+        },
+        Some(Kind::Propose) => match decode::<Vec<StoreRequest>>(data) {
+            Ok(reqs) => enc(&match core.router.write_local(reqs).await {
+                Ok(Some((results, log_index))) => ProposeReply::Applied { results, log_index },
+                Ok(None) => ProposeReply::NotLeader { leader: core.router.leader_id() },
+                Err(e) => ProposeReply::Failed(e),
+            }),
+            Err(e) => bad(e),
+        },
+        Some(Kind::ReadIndex) => {
+            let res = if core.is_leader() {
+                core.reads.read_index().await
+            } else {
+                Err(StoreError::NotLeader { leader: core.router.leader_id() })
+            };
+            enc(&res)
+        }
+        None => bad(StoreError::InvalidArgument(format!("unknown frame kind {kind}"))),
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check(&req)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_request)?;
-        blob(&self.core.raft.append_entries(rpc).await)
-    }
-
-    async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check(&req)?;
-        let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data).map_err(bad_request)?;
-        blob(&self.core.raft.vote(rpc).await)
-    }
-
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Blob>, Status> {
         self.check(&req)?;
         let mut stream = req.into_inner();
@@ -96,21 +126,43 @@ impl Peer for PeerService {
         blob(&res)
     }
 
-    async fn propose(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check(&req)?;
-        let reqs: Vec<StoreRequest> = decode(&req.into_inner().data).map_err(bad_request)?;
-        let reply = match self.core.router.write_local(reqs).await {
-            Ok(Some((results, log_index))) => ProposeReply::Applied { results, log_index },
-            Ok(None) => ProposeReply::NotLeader { leader: self.core.router.leader_id() },
-            Err(e) => ProposeReply::Failed(e),
-        };
-        blob(&reply)
-    }
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
 
-    async fn read_index(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+    async fn stream(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::StreamStream>, Status> {
         self.check(&req)?;
-        let res = if self.core.is_leader() { self.core.reads.read_index().await } else { Err(self.not_leader()) };
-        blob(&res)
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4096);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(f)) => f,
+                        _ => break,
+                    },
+                    _ = core.stop.cancelled() => break,
+                };
+                // Raft frames come one at a time from the leader's replication stream
+                // (and votes rarely): serve them in line, saving a task per frame.
+                // Forwarded writes and read-index requests wait on commits: each gets
+                // its own task so none holds up the next.
+                let inline = matches!(Kind::from_u32(frame.kind), Some(Kind::AppendEntries | Kind::Vote));
+                if inline {
+                    let data = dispatch(&core, frame.kind, &frame.data).await;
+                    if tx.send(Ok(Frame { id: frame.id, kind: frame.kind, data })).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let core = core.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let data = dispatch(&core, frame.kind, &frame.data).await;
+                    let _ = tx.send(Ok(Frame { id: frame.id, kind: frame.kind, data })).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn lease_keep_alive(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {

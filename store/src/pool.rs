@@ -66,19 +66,3 @@ impl PeerPool {
             .max_encoding_message_size(MAX_MESSAGE))
     }
 }
-
-/// True when a call failed before it could reach the peer (connection refused or
-/// not established), so a non-idempotent request is known not to have been delivered.
-pub(crate) fn not_delivered(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut text = status.message().to_lowercase();
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = src {
-        text.push(' ');
-        text.push_str(&e.to_string().to_lowercase());
-        src = e.source();
-    }
-    text.contains("connect error") || text.contains("connection refused") || text.contains("error trying to connect")
-}

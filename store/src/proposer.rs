@@ -5,6 +5,7 @@
 //! was not leader, or the connection was never made); otherwise the outcome is
 //! reported as unknown, never silently applied twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, StoreError};
 use crate::router::{Route, Router};
-use crate::types::{Command, CommandResult, Op, Request};
+use crate::types::{Command, CommandResult, Op, Request, RequestId};
 use crate::wire::ProposeReply;
 
 struct Pending {
@@ -26,6 +27,11 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Proposer {
     tx: mpsc::Sender<Pending>,
+    router: Router,
+    /// Batches in flight (shared with the batching task).
+    inflight: Arc<Semaphore>,
+    /// Commands waiting in the queue.
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,21 +62,45 @@ fn approx_size(req: &Request) -> usize {
 impl Proposer {
     pub fn start(router: Router, limits: BatchLimits, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(router, limits, rx, stop));
-        Proposer { tx }
+        let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(router.clone(), limits, rx, inflight.clone(), queued.clone(), stop));
+        Proposer { tx, router, inflight, queued }
     }
 
     /// Propose one command and wait for its result.
     pub async fn propose(&self, req: Request) -> Result<CommandResult> {
+        // Nothing queued and a slot free: propose right here, skipping two task hops.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(permit) = self.inflight.clone().try_acquire_owned() {
+                let res = write(&self.router, vec![req]).await;
+                drop(permit);
+                return res.and_then(|mut r| match r.pop() {
+                    Some(CommandResult::Failed(e)) => Err(e),
+                    Some(ok) if r.is_empty() => Ok(ok),
+                    _ => Err(StoreError::Raft("expected exactly one result".into())),
+                });
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let size = approx_size(&req);
-        self.tx.send(Pending { req, size, tx }).await.map_err(|_| StoreError::Shutdown)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Pending { req, size, tx }).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Shutdown);
+        }
         rx.await.map_err(|_| StoreError::Shutdown)?
     }
 }
 
-async fn run(router: Router, limits: BatchLimits, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+async fn run(
+    router: Router,
+    limits: BatchLimits,
+    mut rx: mpsc::Receiver<Pending>,
+    inflight: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             p = rx.recv() => match p { Some(p) => p, None => return },
@@ -92,6 +122,7 @@ async fn run(router: Router, limits: BatchLimits, mut rx: mpsc::Receiver<Pending
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let router = router.clone();
         tokio::spawn(async move {
             submit(&router, batch).await;
@@ -127,6 +158,58 @@ async fn submit(router: &Router, batch: Vec<Pending>) {
     }
 }
 
+/// Forward a batch to the leader and answer it, like etcd, from this master's own apply
+/// of the commands (so a read here right after sees them); the leader's reply only
+/// matters when it is a refusal. `Ok(None)`: not appended, try again.
+async fn write_forwarded(
+    router: &Router,
+    addr: &str,
+    reqs: &[Request],
+    deadline: Instant,
+) -> Result<Option<Vec<CommandResult>>> {
+    let tagged: Vec<Request> = reqs
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.origin = Some(router.next_request_id());
+            r
+        })
+        .collect();
+    let ids: Vec<RequestId> = tagged.iter().filter_map(|r| r.origin).collect();
+    let waiters = &router.sm.waiters;
+    let local = futures::future::join_all(ids.iter().map(|id| waiters.register(*id)));
+    tokio::pin!(local);
+    let collect = |rs: Vec<std::result::Result<CommandResult, oneshot::error::RecvError>>| {
+        rs.into_iter()
+            .map(|r| r.map_err(|_| StoreError::Unknown("the local apply was abandoned".into())))
+            .collect::<Result<Vec<_>>>()
+    };
+    let reply = tokio::select! {
+        applied = &mut local => return collect(applied).map(Some),
+        reply = router.write_remote(addr, &tagged, deadline) => reply,
+    };
+    match reply {
+        Ok(ProposeReply::Applied { results, .. }) => {
+            // Committed; answer once it is applied here too (bounded by the deadline).
+            match tokio::time::timeout_at(deadline, &mut local).await {
+                Ok(applied) => collect(applied).map(Some),
+                Err(_) => {
+                    waiters.forget(ids);
+                    Ok(Some(results))
+                }
+            }
+        }
+        Ok(ProposeReply::NotLeader { .. }) => {
+            waiters.forget(ids);
+            Ok(None)
+        }
+        Ok(ProposeReply::Failed(e)) | Err(e) => {
+            waiters.forget(ids);
+            Err(e)
+        }
+    }
+}
+
 /// Get the batch committed: locally when leading, else through the leader.
 async fn write(router: &Router, reqs: Vec<crate::types::Request>) -> Result<Vec<CommandResult>> {
     let deadline = Instant::now() + router.timeout;
@@ -137,16 +220,11 @@ async fn write(router: &Router, reqs: Vec<crate::types::Request>) -> Result<Vec<
                     return Ok(results);
                 }
             }
-            Route::Remote { addr, .. } => match router.write_remote(&addr, &reqs, deadline).await? {
-                ProposeReply::Applied { results, log_index } => {
-                    // Like etcd, answer once this master has applied the write too, so
-                    // a serializable read here sees it.
-                    let _ = router.wait_applied(log_index, deadline, "forwarded write").await;
+            Route::Remote { addr } => {
+                if let Some(results) = write_forwarded(router, &addr, &reqs, deadline).await? {
                     return Ok(results);
                 }
-                ProposeReply::NotLeader { .. } => {}
-                ProposeReply::Failed(e) => return Err(e),
-            },
+            }
             Route::Unknown => {}
         }
         if !router.wait_for_change(deadline).await {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{decode, encode};
 use crate::error::{Result, StoreError};
-use crate::pb::peer::Blob;
+use crate::mux::Kind;
 use crate::router::{Route, Router};
 
 type Waiter = oneshot::Sender<Result<u64>>;
@@ -83,17 +83,15 @@ pub(crate) async fn round(router: &Router) -> Result<u64> {
 
 /// `Ok(None)` when the leader moved or could not be reached (reads can be retried).
 async fn ask_leader(router: &Router, addr: &str, deadline: Instant) -> Result<Option<u64>> {
-    let mut client = router.pool.client(addr)?;
-    let mut req = tonic::Request::new(Blob { data: encode(&())? });
-    req.set_timeout(deadline.saturating_duration_since(Instant::now()).max(std::time::Duration::from_millis(10)));
-    match client.read_index(req).await {
-        Ok(reply) => match decode::<Result<u64>>(&reply.into_inner().data)? {
+    let left = deadline.saturating_duration_since(Instant::now()).max(std::time::Duration::from_millis(10));
+    match router.mux.call(addr, Kind::ReadIndex, encode(&())?, left).await {
+        Ok(reply) => match decode::<Result<u64>>(&reply)? {
             Ok(i) => Ok(Some(i)),
             Err(StoreError::NotLeader { .. }) | Err(StoreError::NoLeader) => Ok(None),
             Err(e) => Err(e),
         },
-        Err(s) => {
-            tracing::debug!(leader = addr, error = %s, "read index from leader failed, retrying");
+        Err(e) => {
+            tracing::debug!(error = %e, "read index from leader failed, retrying");
             Ok(None)
         }
     }

@@ -1,6 +1,7 @@
 //! Where leader-only work goes: this master when it leads, else the leader it knows of,
 //! else wait (bounded) for an election to finish.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use tokio::time::Instant;
 
 use crate::codec::{decode, encode};
 use crate::error::{Result, StoreError};
-use crate::pb::peer::Blob;
-use crate::pool::{not_delivered, PeerPool};
-use crate::types::{NodeId, Proposal, Request, TypeConfig};
+use crate::mux::{CallError, Kind, Mux};
+use crate::pool::PeerPool;
+use crate::sm::SmShared;
+use crate::types::{NodeId, Proposal, Request, RequestId, TypeConfig};
 use crate::wire::ProposeReply;
 
 /// Who leads right now, from this master's point of view.
@@ -26,8 +28,14 @@ pub(crate) enum Route {
 pub(crate) struct Router {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
+    /// Unary calls to peers (lease, membership).
     pub pool: Arc<PeerPool>,
+    /// Forwarded writes and read-index requests.
+    pub mux: Arc<Mux>,
     pub timeout: Duration,
+    /// This master's state machine (forwarded writes wait on its apply).
+    pub sm: Arc<SmShared>,
+    pub seq: Arc<AtomicU64>,
 }
 
 impl Router {
@@ -42,6 +50,11 @@ impl Router {
             },
             _ => Route::Unknown,
         }
+    }
+
+    /// A cluster-unique id for a command this master forwards.
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId { node: self.id, seq: self.seq.fetch_add(1, Ordering::Relaxed) }
     }
 
     pub fn leader_id(&self) -> Option<NodeId> {
@@ -79,16 +92,15 @@ impl Router {
 
     /// Send a batch to the leader at `addr`.
     pub async fn write_remote(&self, addr: &str, requests: &[Request], deadline: Instant) -> Result<ProposeReply> {
-        let mut client = self.pool.client(addr)?;
-        let mut req = tonic::Request::new(Blob { data: encode(&requests.to_vec())? });
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)));
-        match client.propose(req).await {
-            Ok(reply) => decode(&reply.into_inner().data),
-            Err(s) if not_delivered(&s) => Ok(ProposeReply::NotLeader { leader: None }),
-            Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
-                Err(StoreError::Timeout(format!("waiting for the leader to commit: {}", s.message())))
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        match self.mux.call(addr, Kind::Propose, encode(&requests)?, left).await {
+            Ok(reply) => decode(&reply),
+            // Known not to have reached the leader: safe to retry.
+            Err(CallError::NotDelivered { .. }) => Ok(ProposeReply::NotLeader { leader: None }),
+            Err(e @ CallError::Timeout { .. }) => {
+                Err(StoreError::Timeout(format!("waiting for the leader to commit: {e}")))
             }
-            Err(s) => Err(StoreError::Unknown(format!("forwarding to the leader at {addr}: {}", s.message()))),
+            Err(e @ CallError::Lost { .. }) => Err(StoreError::Unknown(format!("forwarding to the leader: {e}"))),
         }
     }
 

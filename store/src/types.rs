@@ -72,11 +72,21 @@ pub struct Request {
     pub trace: TraceContext,
     /// When set, the command applies only if its entry was committed in this term.
     pub fence_term: Option<u64>,
+    /// Set on commands a follower forwarded: the follower answers its client from its
+    /// own apply of this command (as etcd does), not from the leader's reply.
+    pub origin: Option<RequestId>,
+}
+
+/// Identifies a forwarded command across the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub node: NodeId,
+    pub seq: u64,
 }
 
 impl Request {
     pub fn new(command: Command) -> Self {
-        Request { command, trace: TraceContext::new(), fence_term: None }
+        Request { command, trace: TraceContext::new(), fence_term: None, origin: None }
     }
 }
 

@@ -10,8 +10,8 @@ mod maintenance;
 mod watch;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
 use crate::error::StoreError;
@@ -101,6 +101,6 @@ pub async fn serve(
         .add_service(LeaseServer::new(h.clone()).max_decoding_message_size(MAX_DECODE))
         .add_service(ClusterServer::new(h.clone()).max_decoding_message_size(MAX_DECODE))
         .add_service(MaintenanceServer::new(h).max_decoding_message_size(MAX_DECODE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop.cancelled_owned())
         .await
 }

@@ -206,6 +206,7 @@ impl SmDb {
     }
 
     /// Number of entries in a column family (tests and diagnostics).
+    #[cfg(test)]
     pub fn count(&self, cf: &str) -> Result<usize> {
         let mut n = 0;
         for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {

@@ -6,9 +6,10 @@ pub(crate) mod apply;
 pub(crate) mod db;
 pub mod snapshot;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
@@ -16,11 +17,11 @@ use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::{Result, StoreError};
 use crate::lease::Lessor;
-use crate::types::{Member, NodeId, ProposalResult, RangeRequest, RangeResult, TypeConfig};
+use crate::types::{CommandResult, Member, NodeId, ProposalResult, RangeRequest, RangeResult, RequestId, TypeConfig};
 use crate::watch::WatchHub;
 use apply::Applier;
 pub use db::RevEvents;
@@ -55,7 +56,52 @@ pub struct SmShared {
     pub(crate) lessor: Arc<Lessor>,
     /// Woken when the logical compact revision moves (the compactor waits on it).
     pub(crate) compacted: Notify,
+    /// Forwarded commands whose originator waits for their local apply.
+    pub(crate) waiters: Waiters,
     dirs: SmDirs,
+}
+
+/// Results of forwarded commands, delivered by the local apply.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    count: AtomicUsize,
+    map: Mutex<HashMap<RequestId, oneshot::Sender<CommandResult>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, oneshot::Sender<CommandResult>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(&self, id: RequestId) -> oneshot::Receiver<CommandResult> {
+        let (tx, rx) = oneshot::channel();
+        let mut m = self.lock();
+        m.insert(id, tx);
+        self.count.store(m.len(), Ordering::Release);
+        rx
+    }
+
+    pub fn forget(&self, ids: impl IntoIterator<Item = RequestId>) {
+        let mut m = self.lock();
+        for id in ids {
+            m.remove(&id);
+        }
+        self.count.store(m.len(), Ordering::Release);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    fn deliver(&self, results: Vec<(RequestId, CommandResult)>) {
+        let mut m = self.lock();
+        for (id, r) in results {
+            if let Some(tx) = m.remove(&id) {
+                let _ = tx.send(r);
+            }
+        }
+        self.count.store(m.len(), Ordering::Release);
+    }
 }
 
 impl SmShared {
@@ -169,6 +215,7 @@ impl StateMachineStore {
             hub: WatchHub::new(meta.rev),
             lessor,
             compacted: Notify::new(),
+            waiters: Waiters::default(),
             dirs,
         });
         Ok(StateMachineStore { shared, meta })
@@ -295,6 +342,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let db = self.shared.db();
         let mut responses = Vec::new();
+        let watched = !self.shared.waiters.is_empty();
+        let mut forwarded = Vec::new();
         let mut applier = Applier::new(&db, &mut self.meta);
         for entry in entries {
             applier.set_applied(entry.log_id).map_err(sm_err)?;
@@ -308,7 +357,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(p) => {
                     let mut results = Vec::with_capacity(p.requests.len());
                     for req in &p.requests {
-                        results.push(applier.apply(req, term).map_err(sm_err)?);
+                        let r = applier.apply(req, term).map_err(sm_err)?;
+                        if let (true, Some(origin)) = (watched, req.origin) {
+                            forwarded.push((origin, r.clone()));
+                        }
+                        results.push(r);
                     }
                     responses.push(ProposalResult { results });
                 }
@@ -316,6 +369,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let applied = applier.commit().map_err(sm_err)?;
         self.publish(applied);
+        if !forwarded.is_empty() {
+            self.shared.waiters.deliver(forwarded);
+        }
         Ok(responses)
     }
 
