@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side store benchmark: keelson vs Debian's etcd 3.4 on this machine, 1 and 3
 # members, with `keelson bench store` (etcd v3 protocol) as the one load generator.
-# Rows: put 1 client; put 1000 clients / 100 conns; range l and s at 1000/100.
+# Rows: put 1 client (to the leader; with 3 members also to a follower); put 1000 clients /
+# 100 conns; range l and s at 1000/100 (connections spread over all members).
 # Each (row, system) runs ROUNDS times, systems interleaved, each line with its own
 # fdatasync probe of the data disk.
 #   scripts/bench-store.sh [1|3|both] > bench.log
@@ -67,6 +68,20 @@ start_etcd() { # n → sets EPS
     EPS=$(IFS=,; echo "${eps[*]}")
 }
 
+roles() { # endpoints... → "LEADER FOLLOWER" (from etcd's Maintenance Status, which keelson also serves)
+    local leader="" follower=""
+    for ep in "$@"; do
+        if ETCDCTL_API=3 etcdctl --endpoints "$ep" endpoint status -w json |
+            python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)'; then
+            leader=$ep
+        else
+            follower=$ep
+        fi
+    done
+    [ -n "$leader" ] || { echo "no leader among $*" >&2; exit 1; }
+    echo "$leader ${follower:-$leader}"
+}
+
 row() { # label endpoints args...
     local label=$1 eps=$2; shift 2
     "$BIN" bench store --endpoints "$eps" --label "$label" --probe-dir "$WORK" "$@"
@@ -84,7 +99,11 @@ for n in 1 3; do
     for r in $(seq 1 "$ROUNDS"); do
         for sys in keelson etcd; do
             eps=$K; [ $sys = etcd ] && eps=$E
-            row "$sys-$n" "$eps" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
+            # One client: against the leader and, with 3 members, against a follower too.
+            read -r leader follower < <(roles ${eps//,/ })
+            row "$sys-$n/leader" "$leader" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
+            [ "$n" = 1 ] || row "$sys-$n/follower" "$follower" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
+            # Many clients: connections spread over every member.
             row "$sys-$n" "$eps" --op put --clients 1000 --conns 100 --total "$TOTAL" --key-space-size 100000
             row "$sys-$n" "$eps" --op range --consistency l --clients 1000 --conns 100 --total "$TOTAL"
             row "$sys-$n" "$eps" --op range --consistency s --clients 1000 --conns 100 --total "$TOTAL"

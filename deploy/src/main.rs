@@ -7,6 +7,11 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: allocation was ~20% of a master's CPU under load
+/// (docs/benchmarks.md). tikv makes the same choice with jemalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "keelson", version, about = "A Kubernetes-compatible control plane with an embedded Raft store")]
 struct Cli {

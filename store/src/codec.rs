@@ -24,3 +24,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Plain(Vec<u8>, i64);
+
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Bytes(#[serde(with = "serde_bytes")] Vec<u8>, i64);
+
+    /// Byte fields are marked `serde_bytes` (one copy instead of a per-byte visitor); the
+    /// encoding must stay exactly that of a plain `Vec<u8>` so existing data still reads.
+    #[test]
+    fn serde_bytes_fields_encode_like_plain_vectors() {
+        for len in [0usize, 1, 250, 251, 300, 70_000] {
+            let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let plain = encode(&Plain(v.clone(), -3)).unwrap();
+            let bytes = encode(&Bytes(v.clone(), -3)).unwrap();
+            assert_eq!(plain, bytes, "length {len}");
+            assert_eq!(decode::<Bytes>(&plain).unwrap(), Bytes(v, -3));
+        }
+    }
+}

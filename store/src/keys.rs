@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 /// `range_end == [0]` means every key `>= key`; otherwise `[key, range_end)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
 }
 

@@ -628,6 +628,10 @@ impl Store {
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        // The state machine writes no WAL: flush so a restart need not re-apply the log.
+        if let Err(e) = self.core.sm.db().flush() {
+            tracing::warn!(error = %e, "state machine flush");
+        }
     }
 
     /// A token cancelled when the store shuts down.

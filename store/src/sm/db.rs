@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use openraft::{LogId, StoredMembership};
 use rocksdb::{
     checkpoint::Checkpoint, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, DB,
+    ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,7 @@ pub(crate) struct KvRecord {
     pub mod_revision: i64,
     pub version: i64,
     pub lease: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -90,6 +91,9 @@ impl SmDb {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(32 << 20);
+        // No WAL (see `write`): column families must flush together so the applied log
+        // id in `meta` always describes exactly the data beside it.
+        opts.set_atomic_flush(true);
         let cfs = ALL_CFS.map(|name| {
             let mut o = Options::default();
             if name == CF_KV || name == CF_HIST || name == CF_REVS {
@@ -109,9 +113,22 @@ impl SmDb {
         self.db.cf_handle(name).ok_or_else(|| StoreError::Storage(format!("missing column family {name}")))
     }
 
+    /// Writes skip RocksDB's WAL, as etcd's backend commits bbolt only every 100 ms: the
+    /// Raft log is the durable record. After a crash the state machine reopens at its
+    /// last (atomic) flush and openraft re-applies the committed log after it; the log is
+    /// purged only behind a snapshot, and taking one flushes the memtables first.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        // Not synced: the Raft log is the durable record; a crash re-applies from it.
-        self.db.write(batch)?;
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Flush every column family (atomically): a clean shutdown then reopens without
+    /// re-applying the log.
+    pub fn flush(&self) -> Result<()> {
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         Ok(())
     }
 
@@ -275,7 +292,7 @@ impl SmDb {
         }
         batch.delete_range_cf(revs, be(from.max(0) as u64), be(to.max(0) as u64));
         batch.put_cf(self.cf(CF_META)?, META_PHYS_COMPACT, encode(&to)?);
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(removed)
     }
 }
