@@ -167,23 +167,11 @@ async fn write_forwarded(
     reqs: &[Request],
     deadline: Instant,
 ) -> Result<Option<Vec<CommandResult>>> {
-    let tagged: Vec<Request> = reqs
-        .iter()
-        .cloned()
-        .map(|mut r| {
-            r.origin = Some(router.next_request_id());
-            r
-        })
-        .collect();
-    let ids: Vec<RequestId> = tagged.iter().filter_map(|r| r.origin).collect();
+    let (tagged, ids) = tag(router, reqs);
     let waiters = &router.sm.waiters;
     let local = futures::future::join_all(ids.iter().map(|id| waiters.register(*id)));
     tokio::pin!(local);
-    let collect = |rs: Vec<std::result::Result<CommandResult, oneshot::error::RecvError>>| {
-        rs.into_iter()
-            .map(|r| r.map_err(|_| StoreError::Unknown("the local apply was abandoned".into())))
-            .collect::<Result<Vec<_>>>()
-    };
+    let collect = collect_applied;
     let reply = tokio::select! {
         applied = &mut local => return collect(applied).map(Some),
         reply = router.write_remote(addr, &tagged, deadline) => reply,
@@ -210,13 +198,51 @@ async fn write_forwarded(
     }
 }
 
+/// Propose a batch on this (leading) master and answer it straight from the state
+/// machine's apply: openraft would route the reply through its core task, one more
+/// wake-up on the write path. openraft's own reply still reports refusals (not leader
+/// any more, shutdown). `Ok(None)`: not appended, try again.
+async fn write_leading(router: &Router, reqs: &[Request]) -> Result<Option<Vec<CommandResult>>> {
+    let (tagged, ids) = tag(router, reqs);
+    let waiters = &router.sm.waiters;
+    let local = futures::future::join_all(ids.iter().map(|id| waiters.register(*id)));
+    tokio::pin!(local);
+    let reply = tokio::select! {
+        biased;
+        applied = &mut local => return collect_applied(applied).map(Some),
+        reply = router.write_local(tagged) => reply,
+    };
+    waiters.forget(ids);
+    reply.map(|r| r.map(|(results, _)| results))
+}
+
+/// Copies of `reqs` tagged with fresh request ids, and the ids.
+fn tag(router: &Router, reqs: &[Request]) -> (Vec<Request>, Vec<RequestId>) {
+    let tagged: Vec<Request> = reqs
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.origin = Some(router.next_request_id());
+            r
+        })
+        .collect();
+    let ids = tagged.iter().filter_map(|r| r.origin).collect();
+    (tagged, ids)
+}
+
+fn collect_applied(
+    rs: Vec<std::result::Result<CommandResult, oneshot::error::RecvError>>,
+) -> Result<Vec<CommandResult>> {
+    rs.into_iter().map(|r| r.map_err(|_| StoreError::Unknown("the local apply was abandoned".into()))).collect()
+}
+
 /// Get the batch committed: locally when leading, else through the leader.
 async fn write(router: &Router, reqs: Vec<crate::types::Request>) -> Result<Vec<CommandResult>> {
     let deadline = Instant::now() + router.timeout;
     loop {
         match router.route() {
             Route::Local => {
-                if let Some((results, _)) = router.write_local(reqs.clone()).await? {
+                if let Some(results) = write_leading(router, &reqs).await? {
                     return Ok(results);
                 }
             }
