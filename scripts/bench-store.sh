@@ -3,8 +3,8 @@
 # members, with `keelson bench store` (etcd v3 protocol) as the one load generator.
 # Rows: put 1 client (to the leader; with 3 members also to a follower); put 1000 clients /
 # 100 conns; range l and s at 1000/100 (connections spread over all members).
-# Each (row, system) runs ROUNDS times, systems interleaved, each line with its own
-# fdatasync probe of the data disk.
+# Each (row, system) runs ROUNDS times; each row runs both systems back to back (order
+# alternating by round); each line carries its own fdatasync probe of the data disk.
 #   scripts/bench-store.sh [1|3|both] > bench.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,18 +96,30 @@ for n in 1 3; do
     start_etcd "$n"
     E=$EPS
     echo "# $n member(s): keelson $K ; etcd $E"
+    # Roles are looked up once (a leader does not move in an unfaulted run).
+    read -r KL KF < <(roles ${K//,/ })
+    read -r EL EF < <(roles ${E//,/ })
     for r in $(seq 1 "$ROUNDS"); do
-        for sys in keelson etcd; do
-            eps=$K; [ $sys = etcd ] && eps=$E
-            # One client: against the leader and, with 3 members, against a follower too.
-            read -r leader follower < <(roles ${eps//,/ })
-            row "$sys-$n/leader" "$leader" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
-            [ "$n" = 1 ] || row "$sys-$n/follower" "$follower" --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000
-            # Many clients: connections spread over every member.
-            row "$sys-$n" "$eps" --op put --clients 1000 --conns 100 --total "$TOTAL" --key-space-size 100000
-            row "$sys-$n" "$eps" --op range --consistency l --clients 1000 --conns 100 --total "$TOTAL"
-            row "$sys-$n" "$eps" --op range --consistency s --clients 1000 --conns 100 --total "$TOTAL"
-        done
+        # Each row runs both systems back to back, first one then the other, alternating
+        # by round, so neither always follows the other's heaviest row.
+        order="keelson etcd"; [ $((r % 2)) = 0 ] && order="etcd keelson"
+        each() { # args for every system: @EPS@, @LEADER@, @FOLLOWER@ substituted
+            local sys=$1 suffix=$2; shift 2
+            local eps=$K leader=$KL follower=$KF
+            [ "$sys" = etcd ] && { eps=$E; leader=$EL; follower=$EF; }
+            local args=()
+            for a in "$@"; do a=${a//@EPS@/$eps}; a=${a//@LEADER@/$leader}; args+=("${a//@FOLLOWER@/$follower}"); done
+            row "$sys-$n$suffix" "${args[@]}"
+        }
+        # One client: against the leader and, with 3 members, against a follower too.
+        for sys in $order; do each "$sys" /leader @LEADER@ --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000; done
+        if [ "$n" != 1 ]; then
+            for sys in $order; do each "$sys" /follower @FOLLOWER@ --op put --clients 1 --conns 1 --total "$TOTAL1" --key-space-size 100000; done
+        fi
+        # Many clients: connections spread over every member.
+        for sys in $order; do each "$sys" "" @EPS@ --op put --clients 1000 --conns 100 --total "$TOTAL" --key-space-size 100000; done
+        for sys in $order; do each "$sys" "" @EPS@ --op range --consistency l --clients 1000 --conns 100 --total "$TOTAL"; done
+        for sys in $order; do each "$sys" "" @EPS@ --op range --consistency s --clients 1000 --conns 100 --total "$TOTAL"; done
     done
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done

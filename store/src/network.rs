@@ -83,10 +83,13 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let header =
-            encode(&(vote, snapshot.meta.clone())).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let dir: SnapshotDir = *snapshot.snapshot;
         let files = dir.files().map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        // The header lists every file and its size: a stream that ends early (this side
+        // cancelled, or a file failed to read) is then refused by the receiver instead of
+        // being installed half-written.
+        let header = encode(&(vote, snapshot.meta.clone(), files.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
         let producer = tokio::spawn(async move {
             if tx.send(SnapshotChunk { header, ..Default::default() }).await.is_err() {

@@ -167,6 +167,28 @@ impl Core {
     }
 
     /// Route a membership change to the leader.
+    /// Wait (bounded) until this master's membership shows `change` (made by the leader).
+    async fn wait_local_membership(
+        &self,
+        change: &MembershipChange,
+        added: Option<NodeId>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let visible = |m: &openraft::Membership<NodeId, Member>| match change {
+            MembershipChange::Add { .. } => added.is_none_or(|id| m.get_node(&id).is_some()),
+            MembershipChange::Remove { id } => m.get_node(id).is_none(),
+            MembershipChange::Promote { id } => m.voter_ids().any(|v| v == *id),
+            _ => true,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .metrics(|m| visible(m.membership_config.membership()), "the membership change to reach this master")
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Timeout(format!("membership changed on the leader, not yet here: {e}")))
+    }
+
     pub async fn change_members(self: &Arc<Self>, change: MembershipChange) -> ChangeReply {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
@@ -183,6 +205,12 @@ impl Core {
                         Ok(r) => match decode::<ChangeReply>(&r.into_inner().data)? {
                             Err(StoreError::NotLeader { .. }) => {}
                             Err(StoreError::Membership(msg)) if msg.contains("in progress") => {}
+                            Ok((id, members)) => {
+                                // Committed by the leader; answer once this master sees it
+                                // too, so `member add` here then a join that asks here works.
+                                self.wait_local_membership(&change, id, deadline).await?;
+                                return Ok((id, members));
+                            }
                             other => return other,
                         },
                         Err(s) => tracing::debug!(error = %s, "membership change: leader unreachable, retrying"),

@@ -1,6 +1,7 @@
 //! The master-to-master gRPC service: Raft RPCs, snapshot streams, and the leader-only
 //! work that followers forward (writes, read index, lease keep-alives, membership).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::io::BufReader;
@@ -141,12 +142,17 @@ impl Peer for PeerService {
         self.check(&req)?;
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, Member>) = decode(&first.header).map_err(bad_request)?;
+        let (vote, meta, manifest): (Vote<NodeId>, SnapshotMeta<NodeId, Member>, Vec<(String, u64)>) =
+            decode(&first.header).map_err(bad_request)?;
         let dir = self.core.raft.begin_receiving_snapshot().await.map_err(|e| Status::internal(e.to_string()))?;
         let received = async {
             let mut file: Option<(String, tokio::fs::File)> = None;
+            let mut written: HashMap<String, (u64, bool)> = HashMap::new();
             while let Some(chunk) = stream.message().await? {
-                if chunk.file.is_empty() || chunk.file.contains('/') || chunk.file.starts_with('.') {
+                if !manifest.iter().any(|(n, _)| n == &chunk.file)
+                    || chunk.file.contains('/')
+                    || chunk.file.starts_with('.')
+                {
                     return Err(Status::invalid_argument(format!("bad snapshot file name {:?}", chunk.file)));
                 }
                 if file.as_ref().is_none_or(|(n, _)| n != &chunk.file) {
@@ -155,8 +161,23 @@ impl Peer for PeerService {
                 }
                 if let Some((_, f)) = file.as_mut() {
                     f.write_all(&chunk.data).await?;
+                    let w = written.entry(chunk.file.clone()).or_default();
+                    w.0 += chunk.data.len() as u64;
                     if chunk.file_done {
                         f.sync_all().await?;
+                        w.1 = true;
+                    }
+                }
+            }
+            // The stream ended: install only if every listed file arrived whole.
+            for (name, size) in &manifest {
+                match written.get(name) {
+                    Some((got, true)) if got == size => {}
+                    other => {
+                        return Err(Status::aborted(format!(
+                            "incomplete snapshot stream: {name} has {:?} of {size} bytes",
+                            other.map(|(got, _)| *got)
+                        )))
                     }
                 }
             }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use openraft::{LogId, StoredMembership};
 use rocksdb::{
-    checkpoint::Checkpoint, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions, DB,
+    checkpoint::Checkpoint, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,9 @@ pub(crate) struct SmMeta {
     pub leases: BTreeMap<i64, i64>,
 }
 
+/// Block cache shared by the state machine's column families.
+const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
 /// One generation of the state machine database.
 pub(crate) struct SmDb {
     db: DB,
@@ -94,8 +97,18 @@ impl SmDb {
         // No WAL (see `write`): column families must flush together so the applied log
         // id in `meta` always describes exactly the data beside it.
         opts.set_atomic_flush(true);
+        // Every put reads the key's current record before writing it: keep blocks
+        // cached (RocksDB's default is 8 MiB, so a store of a few hundred thousand keys
+        // went to the page cache and LZ4 on every apply) and give `kv` a bloom filter.
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = ALL_CFS.map(|name| {
             let mut o = Options::default();
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            if name == CF_KV {
+                table.set_bloom_filter(10.0, false);
+            }
+            o.set_block_based_table_factory(&table);
             if name == CF_KV || name == CF_HIST || name == CF_REVS {
                 o.set_compression_type(DBCompressionType::Lz4);
             }
