@@ -90,6 +90,24 @@ async fn dispatch(core: &Arc<Core>, kind: u32, data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Did every file of the snapshot's manifest arrive whole (all its bytes, and its last
+/// chunk)? `written`: bytes received per file and whether its last chunk came.
+fn check_complete(manifest: &[(String, u64)], written: &HashMap<String, (u64, bool)>) -> Result<(), String> {
+    for (name, size) in manifest {
+        match written.get(name) {
+            Some((got, true)) if got == size => {}
+            other => {
+                return Err(format!(
+                    "incomplete snapshot stream: {name} has {} of {size} bytes{}",
+                    other.map_or(0, |(got, _)| *got),
+                    if other.is_some_and(|(_, done)| !done) { ", last chunk missing" } else { "" }
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Serve one frame connection (see `frame.rs`) from another master until it closes or
 /// the store stops.
 pub(crate) async fn serve_frames(core: Arc<Core>, mut stream: TcpStream) {
@@ -170,18 +188,7 @@ impl Peer for PeerService {
                 }
             }
             // The stream ended: install only if every listed file arrived whole.
-            for (name, size) in &manifest {
-                match written.get(name) {
-                    Some((got, true)) if got == size => {}
-                    other => {
-                        return Err(Status::aborted(format!(
-                            "incomplete snapshot stream: {name} has {:?} of {size} bytes",
-                            other.map(|(got, _)| *got)
-                        )))
-                    }
-                }
-            }
-            Ok::<(), Status>(())
+            check_complete(&manifest, &written).map_err(Status::aborted)
         }
         .await;
         if let Err(e) = received {
@@ -229,5 +236,25 @@ impl Peer for PeerService {
             members: self.core.members(),
             leader: self.core.router.leader_id(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_stream_cut_short_is_refused() {
+        let manifest = vec![("000004.log".to_string(), 0), ("000009.sst".to_string(), 10), ("CURRENT".to_string(), 16)];
+        let mut written: HashMap<String, (u64, bool)> =
+            [("000004.log".to_string(), (0, true)), ("000009.sst".to_string(), (10, true))].into();
+        let err = check_complete(&manifest, &written).unwrap_err();
+        assert!(err.contains("CURRENT has 0 of 16 bytes"), "{err}");
+        written.insert("CURRENT".into(), (16, false));
+        assert!(check_complete(&manifest, &written).unwrap_err().contains("last chunk missing"));
+        written.insert("CURRENT".into(), (12, true));
+        assert!(check_complete(&manifest, &written).is_err(), "short file");
+        written.insert("CURRENT".into(), (16, true));
+        assert_eq!(check_complete(&manifest, &written), Ok(()));
     }
 }
