@@ -10,18 +10,7 @@ ROUNDS=${ROUNDS:-2}
 CLIENTS=${CLIENTS:-1}
 CONNS=${CONNS:-$CLIENTS}
 TOTAL=${TOTAL:-3000}
-BIN=${KEELSON_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}/release/keelson}
-ETCD=${ETCD_BIN:-/usr/bin/etcd}
-[ -x "$BIN" ] || { echo "build first: cargo build --release -p keelson (or set KEELSON_BIN)" >&2; exit 1; }
-WORK=$(mktemp -d /var/tmp/keelson-cpu.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
 TICK=$(getconf CLK_TCK)
 
 declare -A PID_OF  # endpoint -> pid
@@ -41,17 +30,8 @@ for i in 1 2 3; do
         --log-level warn >/dev/null 2>"$WORK/e$i.log" &
     PIDS+=($!); PID_OF[${ecl[$((i-1))]}]=$!; EEPS+=("${ecl[$((i-1))]}")
 done
-for e in "${KEPS[@]}" "${EEPS[@]}"; do
-    for _ in $(seq 1 200); do
-        ETCDCTL_API=3 etcdctl --endpoints "$e" --command-timeout=1s endpoint health >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-done
+wait_healthy "${KEPS[@]}" "${EEPS[@]}"
 
-is_leader() {
-    ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json |
-        python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)'
-}
 sample() { # pid -> "ticks ctxsw"
     local t c
     t=$(awk '{print $14+$15}' "/proc/$1/stat")

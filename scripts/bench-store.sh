@@ -12,28 +12,10 @@ SIZES=${1:-both}
 ROUNDS=${ROUNDS:-3}
 TOTAL=${TOTAL:-100000}
 TOTAL1=${TOTAL1:-3000}
-BIN=${KEELSON_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}/release/keelson}
-ETCD=${ETCD_BIN:-/usr/bin/etcd}
-[ -x "$BIN" ] || { echo "build first: cargo build --release -p keelson (or set KEELSON_BIN)" >&2; exit 1; }
-[ -x "$ETCD" ] || { echo "etcd not found at $ETCD (apt-get install etcd-server)" >&2; exit 1; }
-WORK=$(mktemp -d /var/tmp/keelson-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
 
 wait_ready() { # endpoints...
-    for ep in "$@"; do
-        for _ in $(seq 1 200); do
-            ETCDCTL_API=3 etcdctl --endpoints "$ep" --command-timeout=1s endpoint health >/dev/null 2>&1 && break
-            sleep 0.1
-        done
-    done
+    wait_healthy "$@"
     ETCDCTL_API=3 etcdctl --endpoints "$(IFS=,; echo "$*")" put /bench/ready 1 >/dev/null
 }
 
@@ -68,15 +50,10 @@ start_etcd() { # n → sets EPS
     EPS=$(IFS=,; echo "${eps[*]}")
 }
 
-roles() { # endpoints... → "LEADER FOLLOWER" (from etcd's Maintenance Status, which keelson also serves)
+roles() { # endpoints... → "LEADER FOLLOWER"
     local leader="" follower=""
     for ep in "$@"; do
-        if ETCDCTL_API=3 etcdctl --endpoints "$ep" endpoint status -w json |
-            python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)'; then
-            leader=$ep
-        else
-            follower=$ep
-        fi
+        if is_leader "$ep"; then leader=$ep; else follower=$ep; fi
     done
     [ -n "$leader" ] || { echo "no leader among $*" >&2; exit 1; }
     echo "$leader ${follower:-$leader}"

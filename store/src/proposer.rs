@@ -167,20 +167,18 @@ async fn write_forwarded(
     reqs: &[Request],
     deadline: Instant,
 ) -> Result<Option<Vec<CommandResult>>> {
-    let (tagged, ids) = tag(router, reqs);
+    let (tagged, ids, local) = tag_and_wait(router, reqs);
     let waiters = &router.sm.waiters;
-    let local = futures::future::join_all(ids.iter().map(|id| waiters.register(*id)));
     tokio::pin!(local);
-    let collect = collect_applied;
     let reply = tokio::select! {
-        applied = &mut local => return collect(applied).map(Some),
+        applied = &mut local => return collect_applied(applied).map(Some),
         reply = router.write_remote(addr, &tagged, deadline) => reply,
     };
     match reply {
         Ok(ProposeReply::Applied { results, .. }) => {
             // Committed; answer once it is applied here too (bounded by the deadline).
             match tokio::time::timeout_at(deadline, &mut local).await {
-                Ok(applied) => collect(applied).map(Some),
+                Ok(applied) => collect_applied(applied).map(Some),
                 Err(_) => {
                     waiters.forget(ids);
                     Ok(Some(results))
@@ -203,21 +201,23 @@ async fn write_forwarded(
 /// wake-up on the write path. openraft's own reply still reports refusals (not leader
 /// any more, shutdown). `Ok(None)`: not appended, try again.
 async fn write_leading(router: &Router, reqs: &[Request]) -> Result<Option<Vec<CommandResult>>> {
-    let (tagged, ids) = tag(router, reqs);
-    let waiters = &router.sm.waiters;
-    let local = futures::future::join_all(ids.iter().map(|id| waiters.register(*id)));
+    let (tagged, ids, local) = tag_and_wait(router, reqs);
     tokio::pin!(local);
     let reply = tokio::select! {
         biased;
         applied = &mut local => return collect_applied(applied).map(Some),
         reply = router.write_local(tagged) => reply,
     };
-    waiters.forget(ids);
+    router.sm.waiters.forget(ids);
     reply.map(|r| r.map(|(results, _)| results))
 }
 
-/// Copies of `reqs` tagged with fresh request ids, and the ids.
-fn tag(router: &Router, reqs: &[Request]) -> (Vec<Request>, Vec<RequestId>) {
+/// Copies of `reqs` tagged with fresh request ids, the ids, and a future of their results
+/// as this master's state machine applies them (registered before anything is sent).
+fn tag_and_wait(
+    router: &Router,
+    reqs: &[Request],
+) -> (Vec<Request>, Vec<RequestId>, impl std::future::Future<Output = Vec<AppliedResult>>) {
     let tagged: Vec<Request> = reqs
         .iter()
         .cloned()
@@ -226,13 +226,14 @@ fn tag(router: &Router, reqs: &[Request]) -> (Vec<Request>, Vec<RequestId>) {
             r
         })
         .collect();
-    let ids = tagged.iter().filter_map(|r| r.origin).collect();
-    (tagged, ids)
+    let ids: Vec<RequestId> = tagged.iter().filter_map(|r| r.origin).collect();
+    let local = futures::future::join_all(ids.iter().map(|id| router.sm.waiters.register(*id)));
+    (tagged, ids, local)
 }
 
-fn collect_applied(
-    rs: Vec<std::result::Result<CommandResult, oneshot::error::RecvError>>,
-) -> Result<Vec<CommandResult>> {
+type AppliedResult = std::result::Result<CommandResult, oneshot::error::RecvError>;
+
+fn collect_applied(rs: Vec<AppliedResult>) -> Result<Vec<CommandResult>> {
     rs.into_iter().map(|r| r.map_err(|_| StoreError::Unknown("the local apply was abandoned".into()))).collect()
 }
 
