@@ -12,7 +12,6 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod etcd;
-mod frame;
 pub mod keys;
 pub mod lease;
 pub mod log_store;

@@ -1,19 +1,18 @@
-//! Calls multiplexed over one long-lived frame connection per peer (see `frame.rs`).
-//! Every hot-path call between masters (append-entries, votes, forwarded writes, read
-//! index) is a frame instead of its own HTTP/2 request: about half the CPU per call,
-//! which is most of a write's cost on a small machine.
+//! Calls multiplexed over one long-lived gRPC stream per peer. Every hot-path call
+//! between masters (append-entries, votes, forwarded writes, read index) is a frame on
+//! the stream instead of its own HTTP/2 request: about half the CPU per call, which is
+//! most of a write's cost on a small machine.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::BufReader;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_stream::wrappers::ReceiverStream;
 
-use crate::frame::{self, Frame};
+use crate::pb::peer::Frame;
+use crate::pool::PeerPool;
 
 /// What a frame asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,19 +60,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One connection per peer address, opened on first use and again after it breaks.
+/// One stream per peer address, opened on first use and again after it breaks.
 pub(crate) struct Mux {
-    cluster_id: u64,
+    pool: Arc<PeerPool>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     next_id: AtomicU64,
 }
 
 impl Mux {
-    pub fn new(cluster_id: u64) -> Self {
-        Mux { cluster_id, conns: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    pub fn new(pool: Arc<PeerPool>) -> Self {
+        Mux { pool, conns: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
     async fn conn(&self, addr: &str) -> Result<Arc<Conn>, CallError> {
@@ -83,41 +79,23 @@ impl Mux {
             }
         }
         let not_delivered = |reason: String| CallError::NotDelivered { addr: addr.to_string(), reason };
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| not_delivered("timed out connecting".into()))?
-            .map_err(|e| not_delivered(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        tokio::time::timeout(HELLO_TIMEOUT, frame::hello(&mut stream, self.cluster_id))
-            .await
-            .map_err(|_| not_delivered("timed out in the handshake".into()))?
-            .map_err(|e| not_delivered(e.to_string()))?;
-        let (rd, wr) = stream.into_split();
+        let mut client = self.pool.client(addr).map_err(|e| not_delivered(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Frame>(4096);
+        let open = tokio::time::timeout(Duration::from_secs(2), client.stream(ReceiverStream::new(rx)))
+            .await
+            .map_err(|_| not_delivered("timed out opening the stream".into()))?
+            .map_err(|s| not_delivered(s.to_string()))?;
+        let mut inbound = open.into_inner();
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
-        let closed = CancellationToken::new();
         let conn = Arc::new(Conn { tx, pending: pending.clone(), alive: alive.clone() });
-        let (writer_alive, writer_closed) = (alive.clone(), closed.clone());
         tokio::spawn(async move {
-            let _ = frame::write_loop(wr, rx, writer_closed.clone()).await;
-            writer_alive.store(false, Ordering::Release);
-            writer_closed.cancel();
-        });
-        tokio::spawn(async move {
-            let mut rd = BufReader::with_capacity(64 << 10, rd);
-            loop {
-                let f = tokio::select! {
-                    f = frame::read_frame(&mut rd) => f,
-                    _ = closed.cancelled() => break,
-                };
-                let Ok(Some(f)) = f else { break };
-                if let Some(waiter) = lock(&pending).remove(&f.id) {
-                    let _ = waiter.send(f.data);
+            while let Ok(Some(frame)) = inbound.message().await {
+                if let Some(waiter) = lock(&pending).remove(&frame.id) {
+                    let _ = waiter.send(frame.data);
                 }
             }
             alive.store(false, Ordering::Release);
-            closed.cancel();
             // Dropping the waiters tells every outstanding call that its reply is lost.
             lock(&pending).clear();
         });
@@ -134,7 +112,7 @@ impl Mux {
         if conn.tx.send(Frame { id, kind: kind as u32, data }).await.is_err() {
             lock(&conn.pending).remove(&id);
             conn.alive.store(false, Ordering::Release);
-            return Err(CallError::NotDelivered { addr: addr.to_string(), reason: "connection closed".into() });
+            return Err(CallError::NotDelivered { addr: addr.to_string(), reason: "stream closed".into() });
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),

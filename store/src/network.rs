@@ -1,5 +1,6 @@
-//! openraft's network between masters: append-entries and votes as calls on a frame
-//! connection (`mux.rs`), full snapshots as a gRPC client stream of file chunks.
+//! openraft's network over the masters' gRPC `Peer` service: append-entries and votes
+//! as calls multiplexed on one long-lived stream per peer (`mux.rs`), full snapshots as
+//! a client stream of file chunks.
 
 use std::future::Future;
 use std::sync::Arc;

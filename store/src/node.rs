@@ -10,6 +10,7 @@ use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::codec::{decode, encode};
 use crate::config::{canonical_cluster, ClusterState, Identity, StoreConfig};
@@ -327,7 +328,7 @@ impl Store {
         .validate()
         .map_err(|e| StoreError::Config(format!("raft configuration: {e}")))?;
         let raft_pool = Arc::new(PeerPool::new(cluster_id));
-        let raft_net = RaftNet { pool: raft_pool, mux: Arc::new(Mux::new(cluster_id)) };
+        let raft_net = RaftNet { pool: raft_pool.clone(), mux: Arc::new(Mux::new(raft_pool)) };
         let raft = Raft::new(id, Arc::new(raft_config), raft_net, log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
@@ -337,8 +338,8 @@ impl Store {
         let router = Router {
             id,
             raft: raft.clone(),
-            pool: forward_pool,
-            mux: Arc::new(Mux::new(cluster_id)),
+            pool: forward_pool.clone(),
+            mux: Arc::new(Mux::new(forward_pool)),
             timeout: cfg.request_timeout,
             sm: shared.clone(),
             // Random start: ids from before a restart may still be in the log.
@@ -372,17 +373,16 @@ impl Store {
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         let serve_stop = stop.clone();
-        let frames_core = core.clone();
-        let incoming = crate::frame::split_listener(listener, stop.clone(), move |conn| {
-            tokio::spawn(crate::peer::serve_frames(frames_core.clone(), conn));
-        });
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .initial_stream_window_size(Some(4 << 20))
                 .initial_connection_window_size(Some(16 << 20))
                 .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, serve_stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    serve_stop.cancelled_owned(),
+                )
                 .await;
             if let Err(e) = res {
                 tracing::error!(error = %e, "peer service stopped");

@@ -2,11 +2,12 @@
 //! work that followers forward (writes, read index, lease keep-alives, membership).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::BufReader;
-use tokio::net::TcpStream;
+use futures::Stream;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{Snapshot, SnapshotMeta, Vote};
@@ -15,12 +16,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
-use crate::frame::{self, Frame};
 use crate::lease::LessorError;
 use crate::mux::Kind;
 use crate::node::Core;
 use crate::pb::peer::peer_server::Peer;
-use crate::pb::peer::{Blob, SnapshotChunk};
+use crate::pb::peer::{Blob, Frame, SnapshotChunk};
 use crate::pool::CLUSTER_HEADER;
 use crate::types::{Member, NodeId, Request as StoreRequest, TypeConfig};
 use crate::wire::{ClusterInfo, MembershipChange, ProposeReply};
@@ -108,52 +108,6 @@ fn check_complete(manifest: &[(String, u64)], written: &HashMap<String, (u64, bo
     Ok(())
 }
 
-/// Serve one frame connection (see `frame.rs`) from another master until it closes or
-/// the store stops.
-pub(crate) async fn serve_frames(core: Arc<Core>, mut stream: TcpStream) {
-    if let Err(e) = frame::welcome(&mut stream, core.cluster_id).await {
-        tracing::warn!(error = %e, "refused a peer connection");
-        return;
-    }
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Frame>(4096);
-    let closed = core.stop.child_token();
-    tokio::spawn(frame::write_loop(wr, rx, closed.clone()));
-    let mut rd = BufReader::with_capacity(64 << 10, rd);
-    loop {
-        let f = tokio::select! {
-            f = frame::read_frame(&mut rd) => f,
-            _ = closed.cancelled() => break,
-        };
-        let f = match f {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "bad frame from a peer; closing its connection");
-                break;
-            }
-        };
-        // Raft frames come one at a time from the leader's replication stream (and votes
-        // rarely): serve them in line, saving a task per frame. Forwarded writes and
-        // read-index requests wait on commits: each gets its own task so none holds up
-        // the next.
-        let inline = matches!(Kind::from_u32(f.kind), Some(Kind::AppendEntries | Kind::Vote));
-        if inline {
-            let data = dispatch(&core, f.kind, &f.data).await;
-            if tx.send(Frame { id: f.id, kind: f.kind, data }).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        let (core, tx) = (core.clone(), tx.clone());
-        tokio::spawn(async move {
-            let data = dispatch(&core, f.kind, &f.data).await;
-            let _ = tx.send(Frame { id: f.id, kind: f.kind, data }).await;
-        });
-    }
-    closed.cancel();
-}
-
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Blob>, Status> {
@@ -198,6 +152,45 @@ impl Peer for PeerService {
         tracing::info!(snapshot = %meta.snapshot_id, "received snapshot");
         let res = self.core.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: dir }).await;
         blob(&res)
+    }
+
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+    async fn stream(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::StreamStream>, Status> {
+        self.check(&req)?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4096);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(f)) => f,
+                        _ => break,
+                    },
+                    _ = core.stop.cancelled() => break,
+                };
+                // Raft frames come one at a time from the leader's replication stream
+                // (and votes rarely): serve them in line, saving a task per frame.
+                // Forwarded writes and read-index requests wait on commits: each gets
+                // its own task so none holds up the next.
+                let inline = matches!(Kind::from_u32(frame.kind), Some(Kind::AppendEntries | Kind::Vote));
+                if inline {
+                    let data = dispatch(&core, frame.kind, &frame.data).await;
+                    if tx.send(Ok(Frame { id: frame.id, kind: frame.kind, data })).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let core = core.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let data = dispatch(&core, frame.kind, &frame.data).await;
+                    let _ = tx.send(Ok(Frame { id: frame.id, kind: frame.kind, data })).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn lease_keep_alive(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
