@@ -8,8 +8,7 @@
 //! and hands the flush to a syncer thread that fsyncs once for every append queued
 //! behind it (group fsync); its fsync then overlaps the followers'. Group commit also
 //! happens above (many client commands per entry) and in openraft (many entries per
-//! append). Votes are
-//! written synced before `save_vote` returns. `purge` records `last_purged` in the same
+//! append). Votes are written synced before `save_vote` returns. `purge` records `last_purged` in the same
 //! atomic batch that deletes the entries. The committed log id is not written on its
 //! own: it rides along in the next append's batch (openraft only needs a committed id
 //! that is not ahead of the truth, and a stale one only means re-learning it).

@@ -167,7 +167,6 @@ impl Core {
         }
     }
 
-    /// Route a membership change to the leader.
     /// Wait (bounded) until this master's membership shows `change` (made by the leader).
     async fn wait_local_membership(
         &self,
@@ -190,6 +189,7 @@ impl Core {
             .map_err(|e| StoreError::Timeout(format!("membership changed on the leader, not yet here: {e}")))
     }
 
+    /// Route a membership change to the leader.
     pub async fn change_members(self: &Arc<Self>, change: MembershipChange) -> ChangeReply {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {

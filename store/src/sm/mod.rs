@@ -56,12 +56,13 @@ pub struct SmShared {
     pub(crate) lessor: Arc<Lessor>,
     /// Woken when the logical compact revision moves (the compactor waits on it).
     pub(crate) compacted: Notify,
-    /// Forwarded commands whose originator waits for their local apply.
+    /// Commands whose proposer waits for this master's apply of them (writes forwarded
+    /// to the leader, and the leader's own).
     pub(crate) waiters: Waiters,
     dirs: SmDirs,
 }
 
-/// Results of forwarded commands, delivered by the local apply.
+/// Results of commands tagged with a [`RequestId`], delivered by the local apply.
 #[derive(Default)]
 pub(crate) struct Waiters {
     count: AtomicUsize,
@@ -343,7 +344,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let db = self.shared.db();
         let mut responses = Vec::new();
         let watched = !self.shared.waiters.is_empty();
-        let mut forwarded = Vec::new();
+        let mut waited = Vec::new();
         let mut applier = Applier::new(&db, &mut self.meta);
         for entry in entries {
             applier.set_applied(entry.log_id).map_err(sm_err)?;
@@ -359,7 +360,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     for req in &p.requests {
                         let r = applier.apply(req, term).map_err(sm_err)?;
                         if let (true, Some(origin)) = (watched, req.origin) {
-                            forwarded.push((origin, r.clone()));
+                            waited.push((origin, r.clone()));
                         }
                         results.push(r);
                     }
@@ -369,8 +370,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let applied = applier.commit().map_err(sm_err)?;
         self.publish(applied);
-        if !forwarded.is_empty() {
-            self.shared.waiters.deliver(forwarded);
+        if !waited.is_empty() {
+            self.shared.waiters.deliver(waited);
         }
         Ok(responses)
     }
