@@ -1,3 +1,33 @@
-//! keelson-api: the HTTPS Kubernetes REST API over the store.
+//! keelson-api: the Kubernetes REST API over keelson's Raft store, served over HTTPS on
+//! every master.
 //!
-//! Not built yet — see the "kubectl over HTTPS" issue. This crate holds only this doc.
+//! A request flows through `serve.rs` (TLS, HTTP/1.1 and HTTP/2) → `authn.rs` (who is
+//! calling) → `reqinfo.rs` (what the path and query ask for) → `authz.rs` (may they) →
+//! `discovery.rs` or `rest/` (the verbs) → `storage.rs` (objects as JSON in the store
+//! under `/registry/<resource>/<namespace>/<name>`). Kinds are described once in
+//! `resources.rs`; their defaults and validation in `strategy.rs`; `kubectl get` columns
+//! in `table.rs`. Every error leaves as a Kubernetes `Status` (`status.rs`).
+
+pub mod authn;
+pub mod authz;
+mod body;
+pub mod bootstrap;
+pub mod discovery;
+mod meta;
+pub mod reqinfo;
+pub mod resources;
+mod rest;
+pub mod selector;
+pub mod serve;
+pub mod status;
+pub mod storage;
+mod strategy;
+pub mod table;
+pub mod tls;
+
+pub use serve::{ApiConfig, ApiServer};
+pub use status::ApiError;
+
+/// The Kubernetes version this API server implements (k8s-openapi's `v1_33` types).
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "33";

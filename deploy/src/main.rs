@@ -1,9 +1,14 @@
-//! `keelson`: the one binary. `keelson server` runs a master; `keelson bench store`
+//! `keelson`: the one binary. `keelson server` runs a master (store, etcd endpoint, API
+//! server; `api.rs`, `pki.rs`, `kubeconfig.rs`); `keelson up` a one-master cluster; `keelson bench store`
 //! measures an etcd-v3 endpoint (keelson's or a real etcd's). Start reading at the
 //! subcommand modules: `server.rs`, `bench/`.
 
+mod api;
 mod bench;
+mod kubeconfig;
+mod pki;
 mod server;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +29,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run one master: the Raft-replicated store and its etcd v3 endpoint.
+    /// Run one master: the Raft-replicated store, its etcd v3 endpoint and the
+    /// Kubernetes API over HTTPS.
     Server(server::ServerArgs),
+    /// A one-master cluster in one process; prints the admin kubeconfig path when ready.
+    Up(up::UpArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -35,7 +43,12 @@ fn main() {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("KEELSON_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
         builder.worker_threads(n.max(1));
@@ -50,6 +63,7 @@ fn main() {
     let res = rt.block_on(async {
         match cli.cmd {
             Cmd::Server(args) => server::run(args).await,
+            Cmd::Up(args) => up::run(args).await,
             Cmd::Bench(b) => bench::run(b).await,
         }
     });

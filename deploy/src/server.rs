@@ -22,6 +22,16 @@ pub struct ServerArgs {
     /// host:port of the etcd v3 gRPC endpoint (loopback by default).
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub etcd_addr: String,
+    /// host:port of the Kubernetes API (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub api_addr: String,
+    /// Where the cluster CA, admin certificate and service-account key live (generated on
+    /// first start); point every master at the same directory. Default: <data-dir>/pki.
+    #[arg(long)]
+    pub pki_dir: Option<PathBuf>,
+    /// Extra names or addresses for the API serving certificate.
+    #[arg(long = "api-san")]
+    pub api_sans: Vec<String>,
     /// The bootstrapping masters: `m1=host:port,m2=host:port,…` (peer addresses).
     /// Defaults to this master alone.
     #[arg(long)]
@@ -69,11 +79,29 @@ impl ServerArgs {
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
+    let (store, etcd, api) = start(&args).await?;
+    let stop = store.stopped();
+    wait_and_shutdown(store, etcd, api.task, stop).await
+}
+
+/// Start a master: the store, its etcd endpoint and the API server.
+pub async fn start(
+    args: &ServerArgs,
+) -> Result<(Store, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, crate::api::ApiHandle)> {
     let cfg = args.config()?;
     let etcd_addr = cfg.client_addr.clone();
     let etcd_listener = tokio::net::TcpListener::bind(&etcd_addr)
         .await
         .with_context(|| format!("cannot listen on --etcd-addr {etcd_addr}"))?;
+    let api_listener = crate::api::bind(&args.api_addr).await?;
+    let sans: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter_map(|(_, addr)| {
+            addr.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        })
+        .chain(args.api_sans.iter().cloned())
+        .collect();
     let store = Store::open(cfg).await?;
     let stop = store.stopped();
     tracing::info!(
@@ -85,6 +113,30 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         "keelson master started"
     );
     let etcd = tokio::spawn(keelson_store::etcd::serve(store.clone(), etcd_listener, stop.clone()));
+    let opts = crate::api::ApiOptions {
+        name: args.name.clone(),
+        data_dir: args.data_dir.clone(),
+        api_addr: args.api_addr.clone(),
+        pki_dir: args.pki_dir.clone(),
+        sans,
+    };
+    let api = match crate::api::start(store.clone(), opts, api_listener, stop.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            store.shutdown().await;
+            return Err(e);
+        }
+    };
+    Ok((store, etcd, api))
+}
+
+/// Run until SIGINT/SIGTERM or a serving task fails, then shut the store down cleanly.
+pub async fn wait_and_shutdown(
+    store: Store,
+    etcd: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    _stop: tokio_util::sync::CancellationToken,
+) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -93,6 +145,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::anyhow!("etcd endpoint failed: {e}")),
             Err(e) => Err(anyhow::anyhow!("etcd endpoint task failed: {e}")),
+        },
+        r = api => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("API server failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("API server task failed: {e}")),
         },
     };
     tracing::info!("shutting down");

@@ -1,0 +1,26 @@
+//! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`
+//! and `kube-node-lease`. Created if absent, by whichever master gets there first.
+
+use keelson_store::Txn;
+use serde_json::json;
+
+use crate::serve::Api;
+use crate::status::ApiError;
+
+pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+pub(crate) async fn run(api: &Api) -> Result<(), ApiError> {
+    let def =
+        api.registry.find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+    for ns in DEFAULT_NAMESPACES {
+        let key = crate::storage::object_key(&def, None, ns);
+        let mut obj = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}});
+        crate::strategy::prepare_create(&def, &mut obj);
+        let meta = crate::meta::metadata_mut(&mut obj);
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+        // Absent → create; present → leave it (the txn reads it back, nothing is written).
+        api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The kinds this API server serves, described once: group, version, kind, plural,
+//! scope, short names, categories, subresources and where they live in the store.
+//! Discovery, routing, storage and tables all read this table.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use k8s_openapi::{ListableResource, NamespaceResourceScope, Resource};
+use serde::de::DeserializeOwned;
+
+/// The verbs of an ordinary stored resource, in the order Kubernetes lists them.
+pub const STORED_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// A subresource and its verbs (`pods/status`: get, patch, update).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubresourceDef {
+    pub name: &'static str,
+    pub verbs: &'static [&'static str],
+    /// The kind its body and reply carry (`Scale` for `scale`), `None` = the parent kind.
+    pub kind: Option<(&'static str, &'static str, &'static str)>,
+}
+
+const STATUS: SubresourceDef = SubresourceDef { name: "status", verbs: &["get", "patch", "update"], kind: None };
+const SCALE: SubresourceDef =
+    SubresourceDef { name: "scale", verbs: &["get", "patch", "update"], kind: Some(("autoscaling", "v1", "Scale")) };
+
+/// How a kind is stored and served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Objects in the store under `key_prefix`.
+    Stored,
+    /// Create-only review APIs answered without storing (SelfSubjectReview, …).
+    Virtual,
+}
+
+/// One served resource.
+#[derive(Debug, Clone)]
+pub struct ResourceDef {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub list_kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<&'static str>,
+    pub categories: Vec<&'static str>,
+    pub subresources: Vec<SubresourceDef>,
+    pub verbs: Vec<&'static str>,
+    /// `/registry/<resource>/`; a namespaced object is at `<prefix><ns>/<name>`.
+    pub key_prefix: String,
+    pub storage: Storage,
+    /// Checks that a body has the kind's field types (decodes it as the k8s-openapi type).
+    pub type_check: Option<fn(&serde_json::Value) -> Result<(), String>>,
+}
+
+impl ResourceDef {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.iter().any(|s| s.name == name)
+    }
+
+    pub fn subresource(&self, name: &str) -> Option<&SubresourceDef> {
+        self.subresources.iter().find(|s| s.name == name)
+    }
+
+    /// Whether `status` is its own subresource (then updates of the main resource keep
+    /// the stored status, and `/status` updates change nothing else).
+    pub fn has_status(&self) -> bool {
+        self.has_subresource("status")
+    }
+}
+
+fn type_check<T: DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
+    T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Describe a k8s-openapi type; `extras` are what only the API server's registry knows.
+fn def<T>(short_names: &[&'static str], categories: &[&'static str], subresources: &[SubresourceDef]) -> ResourceDef
+where
+    T: Resource + ListableResource + DeserializeOwned + 'static,
+    T::Scope: 'static,
+{
+    let plural = T::URL_PATH_SEGMENT.to_string();
+    // Kubernetes' own layout: `/registry/<plural>/` for built-ins; the CRD objects (and
+    // later custom resources) under their group.
+    let key_prefix = if T::GROUP == "apiextensions.k8s.io" {
+        format!("/registry/{}/{}/", T::GROUP, plural)
+    } else {
+        format!("/registry/{plural}/")
+    };
+    ResourceDef {
+        group: T::GROUP.to_string(),
+        version: T::VERSION.to_string(),
+        kind: T::KIND.to_string(),
+        list_kind: T::LIST_KIND.to_string(),
+        singular: T::KIND.to_ascii_lowercase(),
+        plural,
+        namespaced: TypeId::of::<T::Scope>() == TypeId::of::<NamespaceResourceScope>(),
+        short_names: short_names.to_vec(),
+        categories: categories.to_vec(),
+        subresources: subresources.to_vec(),
+        verbs: STORED_VERBS.to_vec(),
+        key_prefix,
+        storage: Storage::Stored,
+        type_check: Some(type_check::<T>),
+    }
+}
+
+/// A create-only review API (`selfsubjectreviews`, …).
+fn review<T: Resource + 'static>() -> ResourceDef
+where
+    T::Scope: 'static,
+{
+    ResourceDef {
+        group: T::GROUP.to_string(),
+        version: T::VERSION.to_string(),
+        kind: T::KIND.to_string(),
+        list_kind: format!("{}List", T::KIND),
+        plural: T::URL_PATH_SEGMENT.to_string(),
+        singular: T::KIND.to_ascii_lowercase(),
+        namespaced: TypeId::of::<T::Scope>() == TypeId::of::<NamespaceResourceScope>(),
+        short_names: vec![],
+        categories: vec![],
+        subresources: vec![],
+        verbs: vec!["create"],
+        key_prefix: String::new(),
+        storage: Storage::Virtual,
+        type_check: None,
+    }
+}
+
+fn sub(name: &'static str, verbs: &'static [&'static str]) -> SubresourceDef {
+    SubresourceDef { name, verbs, kind: None }
+}
+
+/// Every served resource.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    defs: Vec<Arc<ResourceDef>>,
+}
+
+impl Registry {
+    /// The built-in kinds (Kubernetes 1.33 names, short names and categories).
+    pub fn builtin() -> Registry {
+        use k8s_openapi::api::{
+            apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, autoscaling::v2 as hpa,
+            batch::v1 as batch, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
+            policy::v1 as policy, rbac::v1 as rbac,
+        };
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+        let all: &[&str] = &["all"];
+        let mut defs = vec![
+            def::<core::Namespace>(&["ns"], &[], &[STATUS, sub("finalize", &["update"])]),
+            def::<core::Pod>(
+                &["po"],
+                all,
+                &[
+                    STATUS,
+                    sub("binding", &["create"]),
+                    sub("eviction", &["create"]),
+                    sub("log", &["get"]),
+                    sub("exec", &["create", "get"]),
+                    sub("attach", &["create", "get"]),
+                    sub("portforward", &["create", "get"]),
+                ],
+            ),
+            def::<core::Service>(&["svc"], all, &[STATUS]),
+            def::<core::Endpoints>(&["ep"], &[], &[]),
+            def::<core::ConfigMap>(&["cm"], &[], &[]),
+            def::<core::Secret>(&[], &[], &[]),
+            def::<core::ServiceAccount>(&["sa"], &[], &[sub("token", &["create"])]),
+            def::<core::Node>(&["no"], &[], &[STATUS]),
+            def::<core::Event>(&["ev"], &[], &[]),
+            def::<core::ReplicationController>(&["rc"], all, &[SCALE, STATUS]),
+            def::<core::PersistentVolume>(&["pv"], &[], &[STATUS]),
+            def::<core::PersistentVolumeClaim>(&["pvc"], &[], &[STATUS]),
+            def::<core::LimitRange>(&["limits"], &[], &[]),
+            def::<core::ResourceQuota>(&["quota"], &[], &[STATUS]),
+            def::<apps::Deployment>(&["deploy"], all, &[SCALE, STATUS]),
+            def::<apps::ReplicaSet>(&["rs"], all, &[SCALE, STATUS]),
+            def::<apps::StatefulSet>(&["sts"], all, &[SCALE, STATUS]),
+            def::<apps::DaemonSet>(&["ds"], all, &[STATUS]),
+            def::<apps::ControllerRevision>(&[], &[], &[]),
+            def::<batch::Job>(&[], all, &[STATUS]),
+            def::<batch::CronJob>(&["cj"], all, &[STATUS]),
+            def::<coord::Lease>(&[], &[], &[]),
+            def::<disc::EndpointSlice>(&[], &[], &[]),
+            def::<hpa::HorizontalPodAutoscaler>(&["hpa"], all, &[STATUS]),
+            def::<policy::PodDisruptionBudget>(&["pdb"], &[], &[STATUS]),
+            def::<rbac::ClusterRole>(&[], &[], &[]),
+            def::<rbac::ClusterRoleBinding>(&[], &[], &[]),
+            def::<rbac::Role>(&[], &[], &[]),
+            def::<rbac::RoleBinding>(&[], &[], &[]),
+            def::<ext::CustomResourceDefinition>(&["crd", "crds"], &["api-extensions"], &[STATUS]),
+            review::<authn::SelfSubjectReview>(),
+            review::<authz::SelfSubjectAccessReview>(),
+            review::<authz::SelfSubjectRulesReview>(),
+        ];
+        // events.k8s.io/v1 Events are the core Events, stored once.
+        let mut events = def::<ev::Event>(&["ev"], &[], &[]);
+        events.key_prefix = "/registry/events/".into();
+        defs.push(events);
+        Registry { defs: defs.into_iter().map(Arc::new).collect() }
+    }
+
+    pub fn all(&self) -> &[Arc<ResourceDef>] {
+        &self.defs
+    }
+
+    /// The resource at `/apis/<group>/<version>/<plural>`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
+        self.defs.iter().find(|d| d.group == group && d.version == version && d.plural == plural).cloned()
+    }
+
+    /// Whether `group/version` is served at all.
+    pub fn has_group_version(&self, group: &str, version: &str) -> bool {
+        self.defs.iter().any(|d| d.group == group && d.version == version)
+    }
+
+    /// Groups in serving order (core first), each with its versions.
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for d in &self.defs {
+            match out.iter_mut().find(|(g, _)| *g == d.group) {
+                Some((_, versions)) if !versions.contains(&d.version) => versions.push(d.version.clone()),
+                Some(_) => {}
+                None => out.push((d.group.clone(), vec![d.version.clone()])),
+            }
+        }
+        out
+    }
+
+    /// Resources of one group/version, in registry order.
+    pub fn resources(&self, group: &str, version: &str) -> Vec<Arc<ResourceDef>> {
+        self.defs.iter().filter(|d| d.group == group && d.version == version).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_table_knows_scope_keys_and_names() {
+        let r = Registry::builtin();
+        let pods = r.find("", "v1", "pods").unwrap();
+        assert!(pods.namespaced);
+        assert_eq!(pods.key_prefix, "/registry/pods/");
+        assert_eq!(pods.list_kind, "PodList");
+        let ns = r.find("", "v1", "namespaces").unwrap();
+        assert!(!ns.namespaced);
+        let deploy = r.find("apps", "v1", "deployments").unwrap();
+        assert_eq!(deploy.key_prefix, "/registry/deployments/");
+        assert!(deploy.has_subresource("scale"));
+        let crd = r.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+        assert_eq!(crd.key_prefix, "/registry/apiextensions.k8s.io/customresourcedefinitions/");
+        assert_eq!(r.groups()[0].0, "");
+    }
+}

@@ -1,0 +1,174 @@
+//! The verbs on resources: dispatch by method, path shape and subresource.
+
+mod delete;
+mod patch;
+mod read;
+mod review;
+mod scale;
+mod watch;
+mod write;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use serde_json::Value;
+
+use crate::authn::UserInfo;
+use crate::authz::{allowed, forbidden, Attributes};
+use crate::reqinfo::{Query, ResourcePath};
+use crate::resources::{ResourceDef, Storage};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::serve::{negotiate, Api, Body, Output};
+use crate::status::ApiError;
+
+/// One resource request, decoded.
+pub(crate) struct Ctx {
+    pub api: Arc<Api>,
+    pub def: Arc<ResourceDef>,
+    pub path: ResourcePath,
+    pub query: Query,
+    pub user: UserInfo,
+    pub output: Output,
+    pub content_type: Option<String>,
+}
+
+impl Ctx {
+    pub fn namespace(&self) -> Option<&str> {
+        if self.def.namespaced {
+            self.path.namespace.as_deref()
+        } else {
+            None
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.path.name.as_deref().unwrap_or("")
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        crate::storage::object_key(&self.def, self.namespace(), name)
+    }
+
+    pub fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(&self.def.plural, &self.def.group, name)
+    }
+
+    pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(self.query.label_selector.as_deref().unwrap_or(""))?;
+        let fields = FieldSelector::parse(
+            self.query.field_selector.as_deref().unwrap_or(""),
+            &self.def.group,
+            &self.def.plural,
+        )?;
+        Ok((labels, fields))
+    }
+
+    /// An object as the client asked to see it (whole, or as metadata only).
+    pub fn present(&self, obj: Value) -> Value {
+        match self.output {
+            Output::Metadata => crate::meta::partial_object_metadata(&obj),
+            _ => obj,
+        }
+    }
+}
+
+/// The Kubernetes verb of a request.
+fn verb(method: &Method, path: &ResourcePath, query: &Query) -> Result<&'static str, ApiError> {
+    let named = path.name.is_some();
+    Ok(match *method {
+        Method::GET if path.legacy_watch || query.watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed(format!("{method} is not supported"))),
+    })
+}
+
+pub(crate) async fn dispatch<B>(
+    api: &Arc<Api>,
+    req: Request<B>,
+    path: ResourcePath,
+    query: Query,
+    user: UserInfo,
+    accept: &str,
+) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let def = api
+        .registry
+        .find(&path.group, &path.version, &path.resource)
+        .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+    if def.namespaced && path.namespace.is_none() && path.name.is_some() {
+        return Err(ApiError::no_route(req.uri().path()));
+    }
+    if let Some(sub) = &path.subresource {
+        if !def.has_subresource(sub) {
+            return Err(ApiError::no_route(req.uri().path()));
+        }
+    }
+    let verb = verb(req.method(), &path, &query)?;
+    let attrs = Attributes {
+        verb,
+        group: &def.group,
+        resource: &def.plural,
+        subresource: path.subresource.as_deref(),
+        namespace: path.namespace.as_deref(),
+        name: path.name.as_deref(),
+    };
+    if !allowed(&user, &attrs) {
+        return Err(forbidden(&user, &attrs));
+    }
+    let output = negotiate(accept)?;
+    let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let ctx = Ctx { api: api.clone(), def: def.clone(), path, query, user, output, content_type };
+    if def.storage == Storage::Virtual {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}", def.plural)));
+        }
+        let body = crate::body::read(req.into_body()).await?;
+        return review::create(&ctx, &body);
+    }
+    let sub = ctx.path.subresource.clone();
+    match (verb, sub.as_deref()) {
+        ("get", None) => read::get(&ctx).await,
+        ("list", None) => read::list(&ctx).await,
+        ("watch", None) => watch::watch(ctx).await,
+        ("create", None) => {
+            let body = crate::body::read(req.into_body()).await?;
+            write::create(&ctx, &body).await
+        }
+        ("update", None | Some("status")) => {
+            let body = crate::body::read(req.into_body()).await?;
+            write::update(&ctx, &body).await
+        }
+        ("patch", None | Some("status")) => {
+            let body = crate::body::read(req.into_body()).await?;
+            patch::patch(&ctx, &body).await
+        }
+        ("delete", None) => {
+            let body = crate::body::read(req.into_body()).await?;
+            delete::delete(&ctx, &body).await
+        }
+        ("deletecollection", None) => {
+            let body = crate::body::read(req.into_body()).await?;
+            delete::delete_collection(&ctx, &body).await
+        }
+        ("get", Some("status")) => read::get(&ctx).await,
+        ("get", Some("scale")) => scale::get(&ctx).await,
+        ("update" | "patch", Some("scale")) => {
+            let body = crate::body::read(req.into_body()).await?;
+            scale::update(&ctx, &body, verb == "patch").await
+        }
+        (v, Some(s)) => {
+            Err(ApiError::method_not_allowed(format!("{v} on {}/{s} is not served yet by keelson", def.plural)))
+        }
+        (v, None) => Err(ApiError::method_not_allowed(format!("{v} is not supported on {}", def.plural))),
+    }
+}

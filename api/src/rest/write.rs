@@ -1,0 +1,284 @@
+//! create and update (including `/status`): decoding, defaulting, validation, metadata
+//! rules and the CAS write.
+
+use http::{Response, StatusCode};
+use keelson_store::{Consistency, Txn};
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::body::{decode_object, media};
+use crate::serve::{json_response, Body};
+use crate::status::ApiError;
+use crate::storage::{self, Freshness};
+use crate::strategy;
+
+/// Decode a create/update body and check its type meta against the URL.
+pub fn decode_body(ctx: &Ctx, bytes: &[u8]) -> Result<Value, ApiError> {
+    let m = media(ctx.content_type.as_deref())?;
+    let mut obj = decode_object(m, bytes)?;
+    check_object(ctx, &mut obj)?;
+    Ok(obj)
+}
+
+/// The body must be an object of this kind and group-version (filled in when absent), in
+/// the URL's namespace, with the kind's field types.
+pub fn check_object(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
+    let def = &ctx.def;
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let want_av = def.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(av) if av != want_av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )))
+        }
+        _ => {
+            map.insert("apiVersion".into(), json!(want_av));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if k != def.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )))
+        }
+        _ => {
+            map.insert("kind".into(), json!(def.kind));
+        }
+    }
+    let url_ns = ctx.namespace().map(str::to_string);
+    let meta = crate::meta::metadata_mut(obj);
+    if let Some(url_ns) = url_ns {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != url_ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => {
+                meta.insert("namespace".into(), json!(url_ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    if let Some(check) = def.type_check {
+        check(obj).map_err(|e| ApiError::bad_request(format!("error decoding {} body: {e}", def.kind)))?;
+    }
+    Ok(())
+}
+
+/// Kubernetes' generateName suffix alphabet (no vowels, no confusable characters).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// NamespaceLifecycle: no create in a missing or terminating namespace.
+pub async fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
+    let Some(ns) = ctx.namespace() else { return Ok(()) };
+    let key = format!("/registry/namespaces/{ns}");
+    let (kv, _) = ctx.api.store.get(key.into_bytes(), Consistency::Serializable).await?;
+    let kv = match kv {
+        Some(kv) => kv,
+        None => {
+            // Maybe just created through another master: ask the leader before refusing.
+            let (kv, _) =
+                ctx.api.store.get(format!("/registry/namespaces/{ns}").into_bytes(), Consistency::Linearizable).await?;
+            kv.ok_or_else(|| ApiError::not_found("namespaces", "", ns))?
+        }
+    };
+    let obj = storage::decode(&kv)?;
+    if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+        || obj.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        let mut e = ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            crate::status::qualified(&ctx.def.plural, &ctx.def.group),
+            crate::meta::name(&obj).unwrap_or(ns)
+        ));
+        e.reason = "Forbidden";
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// create: 201 with the stored object.
+pub async fn create(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let obj = decode_body(ctx, bytes)?;
+    let (code, obj) = create_object(ctx, obj).await?;
+    Ok(json_response(code, &ctx.present(obj), ctx.output))
+}
+
+/// Store a new object (used by create, and by update/apply where they may create).
+pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Value), ApiError> {
+    let def = &ctx.def;
+    let generate = crate::meta::str_field(&obj, "generateName").map(str::to_string).filter(|s| !s.is_empty());
+    if crate::meta::name(&obj).is_none() && generate.is_none() {
+        return Err(ApiError::invalid(
+            &def.kind,
+            &def.group,
+            "",
+            vec![(
+                "metadata.name".into(),
+                "FieldValueRequired".into(),
+                "Required value: name or generateName is required".into(),
+            )],
+        ));
+    }
+    check_namespace(ctx).await?;
+    strategy::prepare_create(def, &mut obj);
+    {
+        let meta = crate::meta::metadata_mut(&mut obj);
+        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            meta.remove(f);
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+    }
+    if strategy::tracks_generation(&obj) && def.kind != "Pod" {
+        crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
+    }
+    for attempt in 0..8 {
+        if let Some(prefix) = &generate {
+            if attempt > 0 || crate::meta::name(&obj).is_none() {
+                let p: String = prefix.chars().take(58).collect();
+                crate::meta::metadata_mut(&mut obj).insert("name".into(), json!(format!("{p}{}", random_suffix())));
+            }
+        }
+        strategy::validate(def, &obj)?;
+        let name = crate::meta::name(&obj).unwrap_or_default().to_string();
+        if ctx.query.dry_run {
+            return Ok((StatusCode::CREATED, obj));
+        }
+        let key = ctx.key(&name);
+        let r = ctx.api.store.txn(Txn::cas_put(key, storage::encode(&obj)?, 0)).await?;
+        if r.succeeded {
+            crate::meta::set_resource_version(&mut obj, r.revision);
+            return Ok((StatusCode::CREATED, obj));
+        }
+        if generate.is_none() {
+            return Err(ApiError::already_exists(&def.plural, &def.group, &name));
+        }
+    }
+    Err(ApiError::already_exists(&def.plural, &def.group, crate::meta::name(&obj).unwrap_or_default()))
+}
+
+/// Kinds whose PUT creates a missing object (Kubernetes' `AllowCreateOnUpdate`).
+fn create_on_update(ctx: &Ctx) -> bool {
+    matches!(
+        (ctx.def.group.as_str(), ctx.def.kind.as_str()),
+        ("", "Endpoints") | ("coordination.k8s.io", "Lease") | ("", "Event") | ("events.k8s.io", "Event")
+    )
+}
+
+/// update (PUT): the whole object; CAS on its resourceVersion when given.
+pub async fn update(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let obj = decode_body(ctx, bytes)?;
+    let url_name = ctx.name().to_string();
+    match crate::meta::name(&obj) {
+        Some(n) if n != url_name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({url_name})"
+            )))
+        }
+        None => return Err(ApiError::bad_request("the name of the object is required and must match the URL")),
+        _ => {}
+    }
+    let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&url_name), Freshness::Latest).await?;
+    let Some(kv) = kv else {
+        if create_on_update(ctx) && ctx.path.subresource.is_none() {
+            let (code, obj) = create_object(ctx, obj).await?;
+            return Ok(json_response(code, &ctx.present(obj), ctx.output));
+        }
+        return Err(ctx.not_found(&url_name));
+    };
+    if let Some(rv) = crate::meta::resource_version(&obj) {
+        if storage::parse_rv(rv)? != kv.mod_revision {
+            return Err(ApiError::conflict(&ctx.def.plural, &ctx.def.group, &url_name));
+        }
+    }
+    let old = storage::decode(&kv)?;
+    let (code, out) = store_update(ctx, old, kv.mod_revision, obj).await?;
+    Ok(json_response(code, &ctx.present(out), ctx.output))
+}
+
+/// Apply the update rules to `new` against `old` (at `old_rev`) and write it with CAS.
+/// A conflict here means someone wrote in between: 409.
+pub async fn store_update(
+    ctx: &Ctx,
+    old: Value,
+    old_rev: i64,
+    mut new: Value,
+) -> Result<(StatusCode, Value), ApiError> {
+    let def = &ctx.def;
+    let name = crate::meta::name(&old).unwrap_or_default().to_string();
+    let status_only = ctx.path.subresource.as_deref() == Some("status");
+    if status_only {
+        // `/status`: only status changes (plus nothing else of the body).
+        let mut merged = old.clone();
+        if let (Some(m), Some(s)) = (merged.as_object_mut(), new.get("status")) {
+            m.insert("status".into(), s.clone());
+        }
+        new = merged;
+    } else if def.has_status() {
+        if let Some(m) = new.as_object_mut() {
+            match old.get("status") {
+                Some(s) => m.insert("status".into(), s.clone()),
+                None => m.remove("status"),
+            };
+        }
+    }
+    {
+        let old_meta = crate::meta::metadata(&old).cloned().unwrap_or_default();
+        let meta = crate::meta::metadata_mut(&mut new);
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            match old_meta.get(f) {
+                Some(v) => meta.insert(f.into(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        meta.remove("resourceVersion");
+        if let Some(ns) = old_meta.get("namespace") {
+            meta.insert("namespace".into(), ns.clone());
+        }
+    }
+    strategy::apply_defaults(def, &mut new);
+    strategy::validate(def, &new)?;
+    strategy::validate_update(def, &new, &old)?;
+    if strategy::tracks_generation(&new) && def.kind != "Pod" && new.get("spec") != old.get("spec") {
+        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        crate::meta::metadata_mut(&mut new).insert("generation".into(), json!(g + 1));
+    }
+    let mut old_cmp = old.clone();
+    crate::meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
+    if new == old_cmp {
+        // Nothing changed: no write, the same resourceVersion.
+        return Ok((StatusCode::OK, old));
+    }
+    if ctx.query.dry_run {
+        crate::meta::set_resource_version(&mut new, old_rev);
+        return Ok((StatusCode::OK, new));
+    }
+    let key = ctx.key(&name);
+    // An object being deleted goes away when its last finalizer is removed.
+    if new.pointer("/metadata/deletionTimestamp").is_some() && crate::meta::finalizers(&new).is_empty() {
+        let r = ctx.api.store.txn(Txn::cas_delete(key, old_rev)).await?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(&def.plural, &def.group, &name));
+        }
+        crate::meta::set_resource_version(&mut new, r.revision);
+        return Ok((StatusCode::OK, new));
+    }
+    let r = ctx.api.store.txn(Txn::cas_put(key, storage::encode(&new)?, old_rev)).await?;
+    if !r.succeeded {
+        return Err(ApiError::conflict(&def.plural, &def.group, &name));
+    }
+    crate::meta::set_resource_version(&mut new, r.revision);
+    Ok((StatusCode::OK, new))
+}

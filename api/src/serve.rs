@@ -1,0 +1,275 @@
+//! Serving: TLS accept loop, HTTP/1.1 and HTTP/2 on one port, and the top of every
+//! request — authentication, routing, authorization, content negotiation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keelson_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::authn::{user_from_cert, UserInfo};
+use crate::reqinfo::{route, Query, Route};
+use crate::resources::Registry;
+use crate::status::ApiError;
+use crate::tls::{server_config, TlsError, TlsMaterial};
+
+/// A response body: a whole document or a watch stream.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What the API server needs besides the store.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub tls: TlsMaterial,
+    /// `host:port` clients reach this master at (discovery's `serverAddressByClientCIDRs`).
+    pub advertise: String,
+}
+
+/// State shared by every request.
+pub(crate) struct Api {
+    pub store: Store,
+    pub registry: Registry,
+    pub advertise: String,
+    pub stop: CancellationToken,
+}
+
+/// The API server of one master.
+#[derive(Clone)]
+pub struct ApiServer {
+    api: Arc<Api>,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+/// How to encode a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    Json,
+    Yaml,
+    Table,
+    /// `as=PartialObjectMetadata` / `PartialObjectMetadataList`.
+    Metadata,
+}
+
+pub(crate) fn negotiate(accept: &str) -> Result<Output, ApiError> {
+    if accept.is_empty() {
+        return Ok(Output::Json);
+    }
+    let mut acceptable = false;
+    for part in accept.split(',') {
+        let p = part.replace(' ', "");
+        let essence = p.split(';').next().unwrap_or("");
+        if p.contains("as=Table") && p.contains("g=meta.k8s.io") {
+            return Ok(Output::Table);
+        }
+        if p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io") {
+            return Ok(Output::Metadata);
+        }
+        match essence {
+            "application/json" | "*/*" | "application/*" | "" => {
+                if !p.contains("as=") {
+                    return Ok(Output::Json);
+                }
+                acceptable = acceptable || p.contains("as=");
+            }
+            "application/yaml" => return Ok(Output::Yaml),
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        406,
+        "NotAcceptable",
+        format!("only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io (asked for {accept:?})"),
+    ))
+}
+
+pub(crate) fn json_response(code: StatusCode, v: &serde_json::Value, output: Output) -> Response<Body> {
+    let (ct, bytes) = match output {
+        Output::Yaml => match serde_yaml_ng::to_string(v) {
+            Ok(s) => ("application/yaml", Bytes::from(s)),
+            Err(_) => ("application/json", Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+        },
+        Output::Table => {
+            ("application/json;as=Table;v=v1;g=meta.k8s.io", Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+        }
+        _ => ("application/json", Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+    };
+    let mut r = Response::new(Full::new(bytes).boxed());
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+    r
+}
+
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(e.to_json())).boxed());
+    *r.status_mut() = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    if let Some(secs) = e.details.as_ref().and_then(|d| d.retry_after_seconds) {
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+impl ApiServer {
+    pub fn new(store: Store, cfg: ApiConfig, stop: CancellationToken) -> Result<ApiServer, TlsError> {
+        let tls = server_config(&cfg.tls)?;
+        let api = Arc::new(Api { store, registry: Registry::builtin(), advertise: cfg.advertise, stop });
+        Ok(ApiServer { api, tls })
+    }
+
+    /// Create the default namespaces (idempotent; any master may do it).
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        crate::bootstrap::run(&self.api).await
+    }
+
+    /// Accept TLS connections until `stop` fires.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
+        let stop = self.api.stop.clone();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let api = self.api.clone();
+            let stop = stop.clone();
+            tokio::spawn(
+                async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let user =
+                        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c));
+                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let api = api.clone();
+                        let user = user.clone();
+                        async move { Ok::<_, Infallible>(handle(&api, req, user).await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    tokio::select! {
+                        r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended with an error") },
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                .instrument(tracing::debug_span!("api_conn", %peer)),
+            );
+        }
+    }
+}
+
+/// One request, start to finish.
+pub(crate) async fn handle<B>(api: &Arc<Api>, req: Request<B>, user: Option<UserInfo>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span =
+        tracing::debug_span!("api", %method, %path, user = user.as_ref().map(|u| u.username.as_str()).unwrap_or(""));
+    async move {
+        let r = route(&path);
+        // Public endpoints (Kubernetes' system:public-info-viewer).
+        match &r {
+            Route::Version => return json_response(StatusCode::OK, &crate::discovery::version(), Output::Json),
+            Route::Health(_) => return text(StatusCode::OK, "ok"),
+            _ => {}
+        }
+        let Some(user) = user else { return error_response(&ApiError::unauthorized()) };
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        match r {
+            Route::CoreGroups | Route::Groups if method == Method::GET => {
+                let core = matches!(r, Route::CoreGroups);
+                if let Some(v) = crate::discovery::aggregated_version(&accept) {
+                    let doc = crate::discovery::aggregated(&api.registry, core, v);
+                    let mut resp = json_response(StatusCode::OK, &doc, Output::Json);
+                    let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+                    if let Ok(h) = header::HeaderValue::from_str(&ct) {
+                        resp.headers_mut().insert(header::CONTENT_TYPE, h);
+                    }
+                    return resp;
+                }
+                let doc = if core {
+                    crate::discovery::core_versions(&api.advertise)
+                } else {
+                    crate::discovery::group_list(&api.registry)
+                };
+                json_response(StatusCode::OK, &doc, Output::Json)
+            }
+            Route::Group(g) if method == Method::GET => match crate::discovery::group(&api.registry, &g) {
+                Some(doc) => json_response(StatusCode::OK, &doc, Output::Json),
+                None => error_response(&ApiError::no_route(&path)),
+            },
+            Route::GroupVersion { group, version } if method == Method::GET => {
+                match crate::discovery::resource_list(&api.registry, &group, &version) {
+                    Some(doc) => json_response(StatusCode::OK, &doc, Output::Json),
+                    None => error_response(&ApiError::no_route(&path)),
+                }
+            }
+            Route::Resource(p) => {
+                let query = match Query::parse(req.uri().query()) {
+                    Ok(q) => q,
+                    Err(e) => return error_response(&e),
+                };
+                match crate::rest::dispatch(api, req, p, query, user, &accept).await {
+                    Ok(resp) => resp,
+                    Err(e) => error_response(&e),
+                }
+            }
+            Route::OpenApi(_) => error_response(&ApiError::no_route(&path)),
+            Route::CoreGroups | Route::Groups | Route::Group(_) | Route::GroupVersion { .. } => {
+                error_response(&ApiError::method_not_allowed(format!("{method} is not supported on {path}")))
+            }
+            _ => error_response(&ApiError::no_route(&path)),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_get_asks_for_a_table() {
+        let a = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(negotiate(a).unwrap(), Output::Table);
+        assert_eq!(negotiate("application/vnd.kubernetes.protobuf, application/json").unwrap(), Output::Json);
+        assert_eq!(negotiate("").unwrap(), Output::Json);
+        assert_eq!(negotiate("application/vnd.kubernetes.protobuf").unwrap_err().code, 406);
+    }
+}

@@ -1,0 +1,475 @@
+//! Real kubectl (1.27, 1.32, 1.33, fresh --cache-dir) against `keelson up`: discovery,
+//! Tables, apply, get/label/annotate/patch/scale/delete/watch, auth whoami; and bad
+//! input over raw HTTPS (curl) answered with a Status and nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn within<T>(d: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(d, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {d:?} waiting for {what}"),
+    }
+}
+
+/// `keelson up` in a temp dir; killed (by PID) on drop.
+struct Up {
+    child: Child,
+    dir: TempDir,
+    kubeconfig: PathBuf,
+    api: String,
+}
+
+impl Up {
+    async fn start() -> Up {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("up.log")).expect("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--api-addr", &api])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--etcd-addr", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn keelson up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = within(WAIT, "keelson up to print its kubeconfig path", lines.next_line()).await;
+        let kubeconfig = match first {
+            Ok(Some(l)) => PathBuf::from(l.trim()),
+            other => panic!(
+                "keelson up printed no kubeconfig path ({other:?}); log:\n{}",
+                std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
+            ),
+        };
+        assert!(kubeconfig.exists(), "{} does not exist", kubeconfig.display());
+        Up { child, dir, kubeconfig, api }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("data").join("pki")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn kubectl_bin(v: &str) -> String {
+    format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}")
+}
+
+struct Kubectl<'a> {
+    up: &'a Up,
+    version: &'a str,
+    cache: PathBuf,
+}
+
+impl Kubectl<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(kubectl_bin(self.version));
+        c.arg("--kubeconfig")
+            .arg(&self.up.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(["--request-timeout", "30s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut child = self.cmd(args).spawn().expect("spawn kubectl");
+        let mut w = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            use tokio::io::AsyncWriteExt;
+            w.write_all(s.as_bytes()).await.expect("write stdin");
+        }
+        drop(w);
+        let what = format!("kubectl.{} {args:?}", self.version);
+        let out = within(WAIT, &what, child.wait_with_output()).await.expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Run; panic with both streams and the server log unless it succeeds.
+    async fn ok(&self, args: &[&str]) -> String {
+        self.ok_stdin(args, None).await
+    }
+
+    async fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out, err) = self.run_stdin(args, stdin).await;
+        assert!(
+            ok,
+            "kubectl.{} {args:?} failed:\nstdout: {out}\nstderr: {err}\nserver log tail: {}",
+            self.version,
+            tail(&self.up.log())
+        );
+        out
+    }
+
+    async fn fails(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run_stdin(args, None).await;
+        assert!(!ok, "kubectl.{} {args:?} should have failed but printed {out}", self.version);
+        err
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn manifest(ns: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web}}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  clusterIP: 10.0.0.10
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  namespace: {ns}
+  labels: {{app: web}}
+data:
+  a: "1"
+"#
+    )
+}
+
+/// The kubectl scenarios for one kubectl version, in a namespace of its own.
+async fn scenarios(up: &Up, version: &str) {
+    let cache = up.dir.path().join(format!("cache-{version}"));
+    let k = Kubectl { up, version, cache };
+    let ns = format!("k{}", version.replace('.', ""));
+
+    // Discovery and Tables.
+    let out = k.ok(&["get", "ns"]).await;
+    assert!(out.starts_with("NAME") && out.contains("STATUS") && out.contains("AGE"), "{out}");
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(out.lines().any(|l| l.starts_with(n) && l.contains("Active")), "{n} missing from:\n{out}");
+    }
+    let out = k.ok(&["api-resources"]).await;
+    assert!(
+        out.lines().any(|l| l.starts_with("deployments")
+            && l.contains("deploy")
+            && l.contains("apps/v1")
+            && l.contains("Deployment")),
+        "{out}"
+    );
+    let out = k.ok(&["api-versions"]).await;
+    assert!(out.lines().any(|l| l == "apps/v1") && out.lines().any(|l| l == "v1"), "{out}");
+
+    // A namespace and a multi-document manifest.
+    let ns_doc = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
+    k.ok_stdin(&["create", "--validate=false", "-f", "-"], Some(&ns_doc)).await;
+    let out = k.ok_stdin(&["apply", "--validate=false", "-f", "-"], Some(&manifest(&ns))).await;
+    assert!(out.contains("deployment.apps/web created") && out.contains("configmap/cfg created"), "{out}");
+    // Applying the same manifest again changes nothing.
+    let out = k.ok_stdin(&["apply", "--validate=false", "-f", "-"], Some(&manifest(&ns))).await;
+    assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+
+    let out = k.ok(&["get", "deploy", "-n", &ns]).await;
+    assert!(out.contains("READY") && out.contains("UP-TO-DATE") && out.contains("AVAILABLE"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("web") && l.contains("0/2")), "{out}");
+    let out = k.ok(&["get", "deploy", "-n", &ns, "-o", "wide"]).await;
+    assert!(out.contains("CONTAINERS") && out.contains("nginx:1.25") && out.contains("app=web"), "{out}");
+    let out = k.ok(&["get", "svc", "-n", &ns]).await;
+    assert!(out.contains("CLUSTER-IP") && out.contains("80/TCP"), "{out}");
+    let out = k.ok(&["get", "cm", "cfg", "-n", &ns, "-o", "yaml"]).await;
+    assert!(out.contains("resourceVersion:") && out.contains("uid:") && out.contains("a: \"1\""), "{out}");
+    let out = k.ok(&["get", "cm", "-A", "--show-labels"]).await;
+    assert!(out.contains("NAMESPACE") && out.lines().any(|l| l.starts_with(&ns) && l.contains("app=web")), "{out}");
+    let out = k.ok(&["get", "cm", "-n", &ns, "-l", "app=web", "-o", "name"]).await;
+    assert_eq!(out.trim(), "configmap/cfg");
+    let out = k.ok(&["get", "cm", "-n", &ns, "-l", "app!=web", "-o", "name"]).await;
+    assert_eq!(out.trim(), "");
+    let out = k.ok(&["get", "cm", "-A", "--field-selector", &format!("metadata.namespace={ns}"), "-o", "name"]).await;
+    assert_eq!(out.trim(), "configmap/cfg");
+
+    // label, annotate, the patch types, scale.
+    k.ok(&["label", "cm", "cfg", "-n", &ns, "tier=back"]).await;
+    k.ok(&["annotate", "cm", "cfg", "-n", &ns, "note=hi"]).await;
+    k.ok(&["patch", "cm", "cfg", "-n", &ns, "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#]).await;
+    k.ok(&["patch", "cm", "cfg", "-n", &ns, "--type", "json", "-p", r#"[{"op":"add","path":"/data/c","value":"3"}]"#])
+        .await;
+    let out = k
+        .ok(&[
+            "get",
+            "cm",
+            "cfg",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.metadata.labels.tier},{.metadata.annotations.note},{.data.a}{.data.b}{.data.c}",
+        ])
+        .await;
+    assert_eq!(out, "back,hi,123");
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        &ns,
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.26"}]}}}}"#,
+    ])
+    .await;
+    let out = k.ok(&["get", "deploy", "web", "-n", &ns, "-o", "jsonpath={.spec.template.spec.containers[*].image},{.spec.template.spec.containers[0].ports[0].containerPort},{.metadata.generation}"]).await;
+    assert_eq!(out, "nginx:1.26,80,2", "a strategic merge patch keeps the container's other fields");
+    let err = k
+        .fails(&["patch", "cm", "cfg", "-n", &ns, "--type", "json", "-p", r#"[{"op":"remove","path":"/data/nope"}]"#])
+        .await;
+    assert!(err.contains("Invalid") || err.contains("invalid") || err.contains("unable"), "{err}");
+    k.ok(&["scale", "deploy", "web", "-n", &ns, "--replicas=3"]).await;
+    let out =
+        k.ok(&["get", "deploy", "web", "-n", &ns, "-o", "jsonpath={.spec.replicas},{.metadata.generation}"]).await;
+    assert_eq!(out, "3,3");
+
+    // Watch: a new object shows up on a running `get -w`.
+    let mut watch = k.cmd(&["get", "cm", "-n", &ns, "-w"]).spawn().expect("spawn kubectl get -w");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    within(WAIT, "get -w to list the existing configmap", async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("cfg") {
+                return;
+            }
+        }
+        panic!("get -w ended before listing cfg");
+    })
+    .await;
+    let cm2 =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\n  namespace: {ns}\ndata: {{x: \"1\"}}\n");
+    k.ok_stdin(&["create", "--validate=false", "-f", "-"], Some(&cm2)).await;
+    within(WAIT, "get -w to show the new configmap", async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("later") {
+                return;
+            }
+        }
+        panic!("get -w ended before showing 'later'");
+    })
+    .await;
+    let _ = watch.start_kill();
+
+    // delete (kubectl waits for it with a watch on metadata.name).
+    let out = k.ok(&["delete", "cm", "cfg", "-n", &ns]).await;
+    assert!(out.contains("configmap \"cfg\" deleted"), "{out}");
+    let err = k.fails(&["get", "cm", "cfg", "-n", &ns]).await;
+    assert!(err.contains("configmaps \"cfg\" not found"), "{err}");
+    let err = k.fails(&["get", "widgets"]).await;
+    assert!(err.contains("the server doesn't have a resource type \"widgets\""), "{err}");
+
+    // Who am I (protobuf body on 1.32+; its content is not needed).
+    if version != "1.27" {
+        let out = k.ok(&["auth", "whoami"]).await;
+        assert!(out.contains("kubernetes-admin") && out.contains("system:masters"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_against_keelson_up() {
+    let up = Up::start().await;
+    for v in ["1.27", "1.32", "1.33"] {
+        scenarios(&up, v).await;
+    }
+}
+
+/// curl with the admin certificate (or without any), returning (status, body).
+async fn curl(pki: &Path, api: &str, cert: bool, args: &[&str]) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"]).arg("--cacert").arg(pki.join("ca.crt"));
+    if cert {
+        c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+    }
+    let (path, rest) = args.split_last().expect("a path");
+    let out = within(WAIT, &format!("curl {args:?}"), c.args(rest).arg(format!("https://{api}{path}")).output())
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_status_and_write_nothing() {
+    let up = Up::start().await;
+    let pki = up.pki();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // curl's last argument is the path; the URL is built from it.
+    let (code, body) = curl(&pki, &up.api, false, &["/api/v1/namespaces"]).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
+    let (code, body) = curl(&pki, &up.api, false, &["/version"]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"minor\":\"33\""), "{body}");
+    let (code, body) =
+        curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: application/json", "--data", "{not json", cms])
+            .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) =
+        curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: text/html", "--data", "<p>", cms]).await;
+    assert_eq!(code, 415, "{body}");
+    let (code, body) = curl(&pki, &up.api, true, &["/api/v1/widgets"]).await;
+    assert_eq!(code, 404, "{body}");
+    let big = up.dir.path().join("big.json");
+    let filler = "x".repeat(4 << 20);
+    std::fs::write(
+        &big,
+        format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{filler}"}}}}"#),
+    )
+    .unwrap();
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &format!("@{}", big.display()), cms],
+    )
+    .await;
+    assert_eq!(code, 413, "{body}");
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#,
+            cms,
+        ],
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("\"field\":\"metadata.name\""), "{body}");
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":5}}"#,
+            cms,
+        ],
+    )
+    .await;
+    assert_eq!(code, 400, "a number where a string belongs: {body}");
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+            "/api/v1/namespaces/nope/configmaps",
+        ],
+    )
+    .await;
+    assert_eq!(code, 404, "a missing namespace: {body}");
+    // Nothing of the above was written.
+    let (code, body) = curl(&pki, &up.api, true, &[cms]).await;
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("list JSON");
+    assert_eq!(list["items"], serde_json::json!([]), "{body}");
+    // A conflict is worded as Kubernetes words it.
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#,
+            cms,
+        ],
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","resourceVersion":"1"},"data":{"a":"b"}}"#,
+            &format!("{cms}/c"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.ends_with(r#""message":"Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"c","kind":"configmaps"},"code":409}"#), "{body}");
+}
