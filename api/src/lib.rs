@@ -14,6 +14,7 @@ mod body;
 pub mod bootstrap;
 pub mod discovery;
 mod meta;
+pub mod openapi;
 pub mod reqinfo;
 pub mod resources;
 mod rest;

@@ -50,8 +50,21 @@ pub struct ResourceDef {
     /// `/registry/<resource>/`; a namespaced object is at `<prefix><ns>/<name>`.
     pub key_prefix: String,
     pub storage: Storage,
-    /// Checks that a body has the kind's field types (decodes it as the k8s-openapi type).
-    pub type_check: Option<fn(&serde_json::Value) -> Result<(), String>>,
+    /// Decodes a body as the kind's k8s-openapi type and encodes it back: an error names
+    /// the field at fault; the result shows which fields the kind does not know.
+    pub type_check: Option<fn(&serde_json::Value) -> Result<serde_json::Value, DecodeError>>,
+    /// The kind's OpenAPI schema (a `$ref` into the generator's definitions).
+    pub schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+}
+
+/// Why a body does not decode as its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Where (`spec.template.spec.containers[0]`), empty at the top.
+    pub path: String,
+    pub message: String,
+    /// A required field is absent (Kubernetes reports these as 422 Required value).
+    pub missing: Option<String>,
 }
 
 impl ResourceDef {
@@ -79,14 +92,31 @@ impl ResourceDef {
     }
 }
 
-fn type_check<T: DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
-    T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+fn type_check<T: DeserializeOwned + serde::Serialize>(v: &serde_json::Value) -> Result<serde_json::Value, DecodeError> {
+    let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        let missing = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()).map(|f| {
+            if path.is_empty() {
+                f.to_string()
+            } else {
+                format!("{path}.{f}")
+            }
+        });
+        DecodeError { path, message, missing }
+    })?;
+    serde_json::to_value(&t).map_err(|e| DecodeError { path: String::new(), message: e.to_string(), missing: None })
+}
+
+fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
 }
 
 /// Describe a k8s-openapi type; `extras` are what only the API server's registry knows.
 fn def<T>(short_names: &[&'static str], categories: &[&'static str], subresources: &[SubresourceDef]) -> ResourceDef
 where
-    T: Resource + ListableResource + DeserializeOwned + 'static,
+    T: Resource + ListableResource + DeserializeOwned + serde::Serialize + schemars::JsonSchema + 'static,
     T::Scope: 'static,
 {
     let plural = T::URL_PATH_SEGMENT.to_string();
@@ -112,11 +142,12 @@ where
         key_prefix,
         storage: Storage::Stored,
         type_check: Some(type_check::<T>),
+        schema: Some(schema_of::<T>),
     }
 }
 
 /// A create-only review API (`selfsubjectreviews`, …).
-fn review<T: Resource + 'static>() -> ResourceDef
+fn review<T: Resource + schemars::JsonSchema + 'static>() -> ResourceDef
 where
     T::Scope: 'static,
 {
@@ -135,6 +166,7 @@ where
         key_prefix: String::new(),
         storage: Storage::Virtual,
         type_check: None,
+        schema: Some(schema_of::<T>),
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) struct Api {
     pub registry: Registry,
     pub advertise: String,
     pub stop: CancellationToken,
+    pub openapi: std::sync::OnceLock<crate::openapi::OpenApi>,
 }
 
 /// The API server of one master.
@@ -128,7 +129,13 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
 impl ApiServer {
     pub fn new(store: Store, cfg: ApiConfig, stop: CancellationToken) -> Result<ApiServer, TlsError> {
         let tls = server_config(&cfg.tls)?;
-        let api = Arc::new(Api { store, registry: Registry::builtin(), advertise: cfg.advertise, stop });
+        let api = Arc::new(Api {
+            store,
+            registry: Registry::builtin(),
+            advertise: cfg.advertise,
+            stop,
+            openapi: std::sync::OnceLock::new(),
+        });
         Ok(ApiServer { api, tls })
     }
 
@@ -247,6 +254,21 @@ where
                 match crate::rest::dispatch(api, req, p, query, user, &accept).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
+                }
+            }
+            Route::OpenApi(p) if method == Method::GET && (p == "/openapi/v3" || p.starts_with("/openapi/v3/")) => {
+                let docs = api.openapi.get_or_init(|| crate::openapi::OpenApi::build(&api.registry));
+                match docs.get(&p) {
+                    Some((bytes, hash)) => {
+                        let mut r = Response::new(Full::new(Bytes::copy_from_slice(bytes)).boxed());
+                        r.headers_mut()
+                            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                        if let Some(h) = hash.and_then(|h| header::HeaderValue::from_str(&format!("\"{h}\"")).ok()) {
+                            r.headers_mut().insert(header::ETAG, h);
+                        }
+                        r
+                    }
+                    None => error_response(&ApiError::no_route(&path)),
                 }
             }
             Route::OpenApi(_) => error_response(&ApiError::no_route(&path)),

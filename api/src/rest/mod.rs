@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub user: UserInfo,
     pub output: Output,
     pub content_type: Option<String>,
+    /// `Warning` headers for the response (unknown fields under fieldValidation=Warn).
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -127,44 +129,70 @@ where
     }
     let output = negotiate(accept)?;
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let ctx = Ctx { api: api.clone(), def: def.clone(), path, query, user, output, content_type };
+    let ctx = Ctx {
+        api: api.clone(),
+        def: def.clone(),
+        path,
+        query,
+        user,
+        output,
+        content_type,
+        warnings: std::sync::Mutex::new(Vec::new()),
+    };
+    let mut resp = route_verb(&ctx, req, verb).await?;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn route_verb<B>(ctx: &Ctx, req: Request<B>, verb: &'static str) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let def = ctx.def.clone();
     if def.storage == Storage::Virtual {
         if verb != "create" {
             return Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}", def.plural)));
         }
         let body = crate::body::read(req.into_body()).await?;
-        return review::create(&ctx, &body);
+        return review::create(ctx, &body);
     }
     let sub = ctx.path.subresource.clone();
     match (verb, sub.as_deref()) {
-        ("get", None) => read::get(&ctx).await,
-        ("list", None) => read::list(&ctx).await,
+        ("get", None) => read::get(ctx).await,
+        ("list", None) => read::list(ctx).await,
         ("watch", None) => watch::watch(ctx).await,
         ("create", None) => {
             let body = crate::body::read(req.into_body()).await?;
-            write::create(&ctx, &body).await
+            write::create(ctx, &body).await
         }
         ("update", None | Some("status")) => {
             let body = crate::body::read(req.into_body()).await?;
-            write::update(&ctx, &body).await
+            write::update(ctx, &body).await
         }
         ("patch", None | Some("status")) => {
             let body = crate::body::read(req.into_body()).await?;
-            patch::patch(&ctx, &body).await
+            patch::patch(ctx, &body).await
         }
         ("delete", None) => {
             let body = crate::body::read(req.into_body()).await?;
-            delete::delete(&ctx, &body).await
+            delete::delete(ctx, &body).await
         }
         ("deletecollection", None) => {
             let body = crate::body::read(req.into_body()).await?;
-            delete::delete_collection(&ctx, &body).await
+            delete::delete_collection(ctx, &body).await
         }
-        ("get", Some("status")) => read::get(&ctx).await,
-        ("get", Some("scale")) => scale::get(&ctx).await,
+        ("get", Some("status")) => read::get(ctx).await,
+        ("get", Some("scale")) => scale::get(ctx).await,
         ("update" | "patch", Some("scale")) => {
             let body = crate::body::read(req.into_body()).await?;
-            scale::update(&ctx, &body, verb == "patch").await
+            scale::update(ctx, &body, verb == "patch").await
         }
         (v, Some(s)) => {
             Err(ApiError::method_not_allowed(format!("{v} on {}/{s} is not served yet by keelson", def.plural)))

@@ -92,6 +92,7 @@ pub async fn update(ctx: &Ctx, body: &[u8], is_patch: bool) -> Result<Response<B
             user: ctx.user.clone(),
             output: ctx.output,
             content_type: None,
+            warnings: std::sync::Mutex::new(Vec::new()),
         };
         match super::write::store_update(&main, old, kv.mod_revision, new).await {
             Ok((_, out)) => return Ok(json_response(StatusCode::OK, &to_scale(&out), ctx.output)),

@@ -68,7 +68,7 @@ fn with_type_meta(ctx_def: &crate::resources::ResourceDef, mut o: Value) -> Valu
     o
 }
 
-pub async fn watch(ctx: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn watch(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = ctx.selectors()?;
     let q = &ctx.query;
     let rv = q.resource_version.clone();

@@ -67,9 +67,70 @@ pub fn check_object(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
         meta.remove("namespace");
     }
     if let Some(check) = def.type_check {
-        check(obj).map_err(|e| ApiError::bad_request(format!("error decoding {} body: {e}", def.kind)))?;
+        let typed = check(obj).map_err(|e| match e.missing {
+            Some(field) => ApiError::invalid(
+                &def.kind,
+                &def.group,
+                crate::meta::name(obj).unwrap_or_default(),
+                vec![(field, "FieldValueRequired".into(), "Required value".into())],
+            ),
+            None if e.path.is_empty() => {
+                ApiError::bad_request(format!("error decoding {} body: {}", def.kind, e.message))
+            }
+            None => ApiError::bad_request(format!("error decoding {} body: {}: {}", def.kind, e.path, e.message)),
+        })?;
+        let mut unknown = Vec::new();
+        prune_unknown(obj, &typed, "", &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            match ctx.query.field_validation.as_deref() {
+                Some("Strict") => {
+                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))))
+                }
+                Some("Ignore") => {}
+                _ => {
+                    if let Ok(mut w) = ctx.warnings.lock() {
+                        w.extend(list);
+                    }
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Drop (and name) every field of `input` the kind's type does not have, as Kubernetes
+/// drops them when it decodes into its Go types; `typed` is the body decoded and encoded
+/// back. Nulls are left alone (they decode to absent).
+fn prune_unknown(input: &mut Value, typed: &Value, prefix: &str, unknown: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(m), Value::Object(t)) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match t.get(&k) {
+                    Some(tv) => {
+                        if let Some(v) = m.get_mut(&k) {
+                            prune_unknown(v, tv, &path, unknown);
+                        }
+                    }
+                    None if m.get(&k).is_some_and(Value::is_null) => {}
+                    None => {
+                        // Free-form maps (labels, data, …) come back whole, so a key absent
+                        // from the typed value is a field the type lacks.
+                        m.remove(&k);
+                        unknown.push(path);
+                    }
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(t)) => {
+            for (i, (v, tv)) in a.iter_mut().zip(t.iter()).enumerate() {
+                prune_unknown(v, tv, &format!("{prefix}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Kubernetes' generateName suffix alphabet (no vowels, no confusable characters).
