@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(build-essential pkg-config clang libclang-dev protobuf-compiler etcd-server etcd-client)
+need=(build-essential pkg-config clang libclang-dev protobuf-compiler etcd-server etcd-client curl python3-venv)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +22,20 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
 command -v etcdctl >/dev/null || { echo "test.sh: etcdctl missing after install" >&2; exit 1; }
+
+# kubectl 1.27/1.32/1.33 come with the machine (google-cloud-sdk); the API tests use them.
+for v in 1.27 1.32 1.33; do
+    [ -x "/usr/lib/google-cloud-sdk/bin/kubectl.$v" ] || { echo "test.sh: /usr/lib/google-cloud-sdk/bin/kubectl.$v is missing" >&2; exit 1; }
+done
+
+# The Python `kubernetes` client, in a venv outside the clone (reused across runs).
+venv="${KEELSON_VENV:-$HOME/.cache/keelson/venv}"
+if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
+    echo "==> creating $venv with the kubernetes client"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "kubernetes==37.*"
+fi
+export KEELSON_PYTHON="$venv/bin/python"
 
 # Builds are reused across clean clones (RocksDB's C++ alone is ~15 minutes on 2 cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}"
