@@ -16,16 +16,30 @@ use tokio::process::Command;
 
 fn kubectl(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> Command {
     let mut c = Command::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    c.arg("--kubeconfig").arg(kubeconfig).arg("--cache-dir").arg(cache).args(["--context", context, "--request-timeout", "20s"]);
+    c.arg("--kubeconfig").arg(kubeconfig).arg("--cache-dir").arg(cache).args([
+        "--context",
+        context,
+        "--request-timeout",
+        "20s",
+    ]);
     c.args(args).stdin(Stdio::null()).kill_on_drop(true);
     c
 }
 
 async fn kubectl_ok(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> String {
-    let out = within(WAIT, &format!("kubectl --context {context} {args:?}"), kubectl(kubeconfig, cache, context, args).output())
-        .await
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl --context {context} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = within(
+        WAIT,
+        &format!("kubectl --context {context} {args:?}"),
+        kubectl(kubeconfig, cache, context, args).output(),
+    )
+    .await
+    .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl --context {context} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -112,14 +126,28 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
 
     // Writes through every master; every master reads them back at the same resourceVersion.
     for i in 1..=3 {
-        let doc = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"from-m{i}"}},"data":{{"i":"{i}"}}}}"#);
-        let (code, body) = curl(&pki, &apis[i - 1], &["-X", "POST", "-H", "Content-Type: application/json", "--data", &doc], "/api/v1/namespaces/default/configmaps").await;
+        let doc = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"from-m{i}"}},"data":{{"i":"{i}"}}}}"#
+        );
+        let (code, body) = curl(
+            &pki,
+            &apis[i - 1],
+            &["-X", "POST", "-H", "Content-Type: application/json", "--data", &doc],
+            "/api/v1/namespaces/default/configmaps",
+        )
+        .await;
         assert_eq!(code, 201, "create through m{i}: {body}");
     }
     let mut seen = BTreeSet::new();
     for i in 1..=3 {
         let ctx = format!("keelson-m{i}");
-        let out = kubectl_ok(&kubeconfig, &cache, &ctx, &["get", "cm", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}"]).await;
+        let out = kubectl_ok(
+            &kubeconfig,
+            &cache,
+            &ctx,
+            &["get", "cm", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}"],
+        )
+        .await;
         seen.insert(out.trim().to_string());
         let ns = kubectl_ok(&kubeconfig, &cache, &ctx, &["get", "ns", "-o", "name"]).await;
         assert!(ns.contains("namespace/kube-system"), "{ns}");
@@ -134,7 +162,11 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
     assert_eq!(code, 200, "{body}");
     let list: serde_json::Value = serde_json::from_str(&body).expect("list");
     let start_rv: i64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    let mut watch = Watch::start(&pki, &apis[watched], &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={start_rv}"));
+    let mut watch = Watch::start(
+        &pki,
+        &apis[watched],
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={start_rv}"),
+    );
     let mut acked = Vec::new();
     for n in 0..24 {
         if n == 8 {
@@ -142,12 +174,19 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
         }
         let name = format!("w-{n}");
         let doc = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}"#);
-        let ok = eventually(WAIT, &format!("create {name} through m{} while the leader is down", writer + 1), || async {
-            let (code, _) = curl(&pki, &apis[writer], &["-X", "POST", "-H", "Content-Type: application/json", "--data", &doc], "/api/v1/namespaces/default/configmaps").await;
-            // 409 on a retry: an earlier attempt was committed.
-            matches!(code, 201 | 409).then_some(())
-        })
-        .await;
+        let ok =
+            eventually(WAIT, &format!("create {name} through m{} while the leader is down", writer + 1), || async {
+                let (code, _) = curl(
+                    &pki,
+                    &apis[writer],
+                    &["-X", "POST", "-H", "Content-Type: application/json", "--data", &doc],
+                    "/api/v1/namespaces/default/configmaps",
+                )
+                .await;
+                // 409 on a retry: an earlier attempt was committed.
+                matches!(code, 201 | 409).then_some(())
+            })
+            .await;
         let () = ok;
         acked.push(name);
     }
@@ -163,7 +202,11 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
         if want.is_subset(&got) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the watch to deliver {:?}", want.difference(&got).collect::<Vec<_>>());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the watch to deliver {:?}",
+            want.difference(&got).collect::<Vec<_>>()
+        );
         match watch.next(Duration::from_secs(5)).await {
             Some(ev) => {
                 assert!(ev.2 > last_rv, "events out of order or repeated: {ev:?} after resourceVersion {last_rv}");
@@ -174,7 +217,11 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
                 rewatches += 1;
                 assert!(rewatches < 20, "the watch keeps ending");
                 let _ = watch.child.start_kill();
-                watch = Watch::start(&pki, &apis[watched], &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={last_rv}"));
+                watch = Watch::start(
+                    &pki,
+                    &apis[watched],
+                    &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={last_rv}"),
+                );
             }
         }
     }
@@ -182,5 +229,10 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
     let added: Vec<&String> = events.iter().filter(|e| e.0 == "ADDED").map(|e| &e.1).collect();
     let unique: BTreeSet<&&String> = added.iter().collect();
     assert_eq!(unique.len(), added.len(), "an object was added twice: {added:?}");
-    eprintln!("watch on m{} saw {} events across the leader's death ({} re-watches)", watched + 1, events.len(), rewatches);
+    eprintln!(
+        "watch on m{} saw {} events across the leader's death ({} re-watches)",
+        watched + 1,
+        events.len(),
+        rewatches
+    );
 }

@@ -19,7 +19,11 @@ fn python() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let p = PathBuf::from(home).join(".cache/keelson/venv/bin/python");
-    assert!(p.exists(), "{} is missing: run ./scripts/test.sh (it creates the venv with the `kubernetes` client) or set KEELSON_PYTHON", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/test.sh (it creates the venv with the `kubernetes` client) or set KEELSON_PYTHON",
+        p.display()
+    );
     p
 }
 
