@@ -21,7 +21,7 @@ for i in 1 2 3; do kp+=("127.0.0.1:$(port)"); kcl+=("127.0.0.1:$(port)"); ep+=("
 for i in 1 2 3; do kc+="${kc:+,}m$i=${kp[$((i-1))]}"; ec+="${ec:+,}e$i=http://${ep[$((i-1))]}"; done
 for i in 1 2 3; do
     KEELSON_LOG=warn "$BIN" server --name "m$i" --data-dir "$WORK/m$i" --peer-addr "${kp[$((i-1))]}" \
-        --etcd-addr "${kcl[$((i-1))]}" --initial-cluster "$kc" >/dev/null 2>"$WORK/m$i.log" &
+        --etcd-addr "${kcl[$((i-1))]}" --api-addr "127.0.0.1:$(port)" --initial-cluster "$kc" >/dev/null 2>"$WORK/m$i.log" &
     PIDS+=($!); PID_OF[${kcl[$((i-1))]}]=$!; KEPS+=("${kcl[$((i-1))]}")
     "$ETCD" --name "e$i" --data-dir "$WORK/e$i" \
         --listen-client-urls "http://${ecl[$((i-1))]}" --advertise-client-urls "http://${ecl[$((i-1))]}" \

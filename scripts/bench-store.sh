@@ -25,7 +25,7 @@ start_keelson() { # n → sets EPS
     for i in $(seq 1 "$n"); do cluster+="${cluster:+,}m$i=${peers[$((i-1))]}"; done
     for i in $(seq 1 "$n"); do
         KEELSON_LOG=warn "$BIN" server --name "m$i" --data-dir "$dir/m$i" --peer-addr "${peers[$((i-1))]}" \
-            --etcd-addr "${clients[$((i-1))]}" --initial-cluster "$cluster" >/dev/null 2>"$dir-m$i.log" &
+            --etcd-addr "${clients[$((i-1))]}" --api-addr "127.0.0.1:$(port)" --initial-cluster "$cluster" >/dev/null 2>"$dir-m$i.log" &
         PIDS+=($!)
         eps+=("${clients[$((i-1))]}")
     done

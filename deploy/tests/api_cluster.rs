@@ -108,9 +108,9 @@ impl Watch {
 async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() {
     let mut c = Cluster::new(3);
     let pki: PathBuf = c.dir.path().join("pki");
-    let apis: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-    for (i, m) in c.masters.iter_mut().enumerate() {
-        m.extra_args = vec!["--api-addr".into(), apis[i].clone(), "--pki-dir".into(), pki.display().to_string()];
+    let apis: Vec<String> = c.masters.iter().map(|m| m.api_addr.clone()).collect();
+    for m in c.masters.iter_mut() {
+        m.extra_args = vec!["--pki-dir".into(), pki.display().to_string()];
     }
     for i in 0..3 {
         c.spawn(i);

@@ -57,6 +57,8 @@ pub struct Master {
     pub data_dir: PathBuf,
     pub peer_addr: String,
     pub etcd_addr: String,
+    /// The HTTPS Kubernetes API.
+    pub api_addr: String,
     pub log: PathBuf,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
@@ -85,6 +87,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("m{i}")),
                 peer_addr: format!("127.0.0.1:{}", free_port()),
                 etcd_addr: format!("127.0.0.1:{}", free_port()),
+                api_addr: format!("127.0.0.1:{}", free_port()),
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,
                 extra_args: Vec::new(),
@@ -111,7 +114,7 @@ impl Cluster {
         cmd.args(["server", "--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--peer-addr", &m.peer_addr, "--etcd-addr", &m.etcd_addr])
+            .args(["--peer-addr", &m.peer_addr, "--etcd-addr", &m.etcd_addr, "--api-addr", &m.api_addr])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&m.extra_args)
             .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()));
