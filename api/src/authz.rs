@@ -48,11 +48,11 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes<'_>) -> ApiError {
         "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}",
         user.username, attrs.verb, attrs.group
     ));
-    e.details = Some(crate::status::Details {
+    e.details = Some(Box::new(crate::status::Details {
         name: attrs.name.map(str::to_string),
         group: Some(attrs.group.to_string()).filter(|g| !g.is_empty()),
         kind: Some(attrs.resource.to_string()),
         ..Default::default()
-    });
+    }));
     e
 }

@@ -52,10 +52,13 @@ pub struct ResourceDef {
     pub storage: Storage,
     /// Decodes a body as the kind's k8s-openapi type and encodes it back: an error names
     /// the field at fault; the result shows which fields the kind does not know.
-    pub type_check: Option<fn(&serde_json::Value) -> Result<serde_json::Value, DecodeError>>,
+    pub type_check: Option<TypeCheck>,
     /// The kind's OpenAPI schema (a `$ref` into the generator's definitions).
     pub schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
 }
+
+/// Decode-and-re-encode through the kind's k8s-openapi type.
+pub type TypeCheck = fn(&serde_json::Value) -> Result<serde_json::Value, DecodeError>;
 
 /// Why a body does not decode as its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]

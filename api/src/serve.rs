@@ -62,7 +62,6 @@ pub(crate) fn negotiate(accept: &str) -> Result<Output, ApiError> {
     if accept.is_empty() {
         return Ok(Output::Json);
     }
-    let mut acceptable = false;
     for part in accept.split(',') {
         let p = part.replace(' ', "");
         let essence = p.split(';').next().unwrap_or("");
@@ -73,12 +72,8 @@ pub(crate) fn negotiate(accept: &str) -> Result<Output, ApiError> {
             return Ok(Output::Metadata);
         }
         match essence {
-            "application/json" | "*/*" | "application/*" | "" => {
-                if !p.contains("as=") {
-                    return Ok(Output::Json);
-                }
-                acceptable = acceptable || p.contains("as=");
-            }
+            // A plain JSON entry (not a conversion to some other `as=` kind we lack).
+            "application/json" | "*/*" | "application/*" | "" if !p.contains("as=") => return Ok(Output::Json),
             "application/yaml" => return Ok(Output::Yaml),
             _ => {}
         }

@@ -36,7 +36,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Details>,
+    /// Boxed: errors travel in every `Result` of the request path.
+    pub details: Option<Box<Details>>,
 }
 
 #[derive(Serialize)]
@@ -63,13 +64,13 @@ pub fn qualified(resource: &str, group: &str) -> String {
     }
 }
 
-fn details(name: &str, group: &str, kind: &str) -> Option<Details> {
-    Some(Details {
+fn details(name: &str, group: &str, kind: &str) -> Option<Box<Details>> {
+    Some(Box::new(Details {
         name: (!name.is_empty()).then(|| name.to_string()),
         group: (!group.is_empty()).then(|| group.to_string()),
         kind: (!kind.is_empty()).then(|| kind.to_string()),
         ..Default::default()
-    })
+    }))
 }
 
 impl ApiError {
@@ -176,7 +177,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         serde_json::to_vec(&body)
@@ -202,7 +203,7 @@ impl From<keelson_store::StoreError> for ApiError {
             }
             E::NoLeader | E::NotLeader { .. } => {
                 let mut err = ApiError::unavailable(format!("the store has no leader right now: {e}"));
-                err.details = Some(Details { retry_after_seconds: Some(1), ..Default::default() });
+                err.details = Some(Box::new(Details { retry_after_seconds: Some(1), ..Default::default() }));
                 err
             }
             other => ApiError::internal(format!("store: {other}")),

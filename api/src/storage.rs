@@ -75,7 +75,8 @@ pub async fn settle(store: &Store, freshness: Freshness) -> Result<(i64, bool), 
                 if store.revision() < n {
                     let mut e =
                         ApiError::timeout(format!("Too large resource version: {n}, current: {}", store.revision()));
-                    e.details = Some(crate::status::Details { retry_after_seconds: Some(1), ..Default::default() });
+                    e.details =
+                        Some(Box::new(crate::status::Details { retry_after_seconds: Some(1), ..Default::default() }));
                     return Err(e);
                 }
             }

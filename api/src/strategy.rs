@@ -244,7 +244,7 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
             });
             if !ok {
                 causes.push((
-                    format!("metadata.labels"),
+                    "metadata.labels".to_string(),
                     "FieldValueInvalid".to_string(),
                     format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {k:?})"),
                 ));

@@ -8,9 +8,11 @@ use crate::meta::{age_seconds, human_duration, partial_object_metadata};
 use crate::resources::ResourceDef;
 
 type Cells = fn(&Value) -> Vec<Value>;
+/// (name, type, priority) of each column.
+type Columns = &'static [(&'static str, &'static str, i32)];
 
-/// (name, type, priority) of each column, and the function filling a row.
-fn printer(def: &ResourceDef) -> Option<(&'static [(&'static str, &'static str, i32)], Cells)> {
+/// The columns of a kind, and the function filling a row.
+fn printer(def: &ResourceDef) -> Option<(Columns, Cells)> {
     Some(match (def.group.as_str(), def.kind.as_str()) {
         ("", "Namespace") => (&[("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)], |o| {
             vec![name(o), s(o, "/status/phase"), age(o)]
@@ -477,7 +479,7 @@ fn description(col: &str) -> &'static str {
 
 /// A Table of `objs` (`with_columns` false for watch events after the first).
 pub fn table(def: &ResourceDef, objs: &[Value], list_meta: Value, with_columns: bool) -> Value {
-    let (cols, cells): (&[(&str, &str, i32)], Cells) = printer(def).unwrap_or((DEFAULT_COLUMNS, default_cells));
+    let (cols, cells): (Columns, Cells) = printer(def).unwrap_or((DEFAULT_COLUMNS, default_cells));
     let rows: Vec<Value> =
         objs.iter().map(|o| json!({"cells": cells(o), "object": partial_object_metadata_for(o)})).collect();
     json!({

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pki::{self, Pki};
 
-/// Where masters publish their API URL (read to write kubeconfigs).
-const MASTERS_PREFIX: &str = "/keelson/masters/";
+/// Where masters publish their API URL (read to write kubeconfigs) — Kubernetes keeps its
+/// masters' addresses under the same prefix.
+const MASTERS_PREFIX: &str = "/registry/masterleases/";
 
 pub struct ApiOptions {
     pub name: String,

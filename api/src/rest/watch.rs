@@ -202,7 +202,7 @@ fn translate(ev: &keelson_store::Event, labels: &LabelSelector, fields: &FieldSe
         EventKind::Put => {
             let Ok(obj) = storage::decode(&ev.kv) else { return vec![] };
             let now = sel(&obj);
-            let before = prev.as_ref().is_some_and(|p| sel(p));
+            let before = prev.as_ref().is_some_and(sel);
             match (prev.is_some() && before, now) {
                 (true, true) => vec![("MODIFIED", obj)],
                 (false, true) => vec![("ADDED", obj)],
