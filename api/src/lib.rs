@@ -13,6 +13,7 @@ pub mod authz;
 mod body;
 pub mod bootstrap;
 pub mod discovery;
+mod events;
 mod meta;
 pub mod openapi;
 pub mod reqinfo;

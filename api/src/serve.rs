@@ -30,6 +30,8 @@ pub struct ApiConfig {
     pub tls: TlsMaterial,
     /// `host:port` clients reach this master at (discovery's `serverAddressByClientCIDRs`).
     pub advertise: String,
+    /// How long Events live (Kubernetes' `--event-ttl`, default 1 h).
+    pub event_ttl: Duration,
 }
 
 /// State shared by every request.
@@ -39,6 +41,7 @@ pub(crate) struct Api {
     pub advertise: String,
     pub stop: CancellationToken,
     pub openapi: std::sync::OnceLock<crate::openapi::OpenApi>,
+    pub event_leases: crate::events::EventLeases,
 }
 
 /// The API server of one master.
@@ -130,6 +133,7 @@ impl ApiServer {
             advertise: cfg.advertise,
             stop,
             openapi: std::sync::OnceLock::new(),
+            event_leases: crate::events::EventLeases::new(cfg.event_ttl),
         });
         Ok(ApiServer { api, tls })
     }

@@ -27,6 +27,7 @@ pub struct ApiOptions {
     pub pki_dir: Option<PathBuf>,
     /// Hosts of the other masters (and any extra names) for the serving certificate.
     pub sans: Vec<String>,
+    pub event_ttl: Duration,
 }
 
 /// A running API server.
@@ -79,7 +80,11 @@ pub async fn start(
     let (cert_pem, key_pem) = pki.serving_cert(&opts.name, &sans)?;
     let server = ApiServer::new(
         store.clone(),
-        ApiConfig { tls: TlsMaterial { ca_pem: pki.ca_cert.clone(), cert_pem, key_pem }, advertise: advertise.clone() },
+        ApiConfig {
+            tls: TlsMaterial { ca_pem: pki.ca_cert.clone(), cert_pem, key_pem },
+            advertise: advertise.clone(),
+            event_ttl: opts.event_ttl,
+        },
         stop.clone(),
     )?;
     let task = tokio::spawn(server.clone().serve(listener));

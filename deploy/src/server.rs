@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Extra names or addresses for the API serving certificate.
     #[arg(long = "api-san")]
     pub api_sans: Vec<String>,
+    /// How long Events are kept (`1h`, `30m`, `90s` or seconds), as Kubernetes' --event-ttl.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
     /// The bootstrapping masters: `m1=host:port,m2=host:port,…` (peer addresses).
     /// Defaults to this master alone.
     #[arg(long)]
@@ -54,6 +57,33 @@ pub struct ServerArgs {
     /// Most client commands group-committed into one Raft entry.
     #[arg(long, default_value_t = 1024)]
     pub max_batch: usize,
+}
+
+/// `1h`, `30m`, `90s`, `1h30m` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 1h, 30m or 90s"))?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(format!("{s:?} is not a duration like 1h, 30m or 90s")),
+        };
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(format!("{s:?} is not a duration like 1h, 30m or 90s"));
+    }
+    Ok(Duration::from_secs(total))
 }
 
 impl ServerArgs {
@@ -119,6 +149,7 @@ pub async fn start(
         api_addr: args.api_addr.clone(),
         pki_dir: args.pki_dir.clone(),
         sans,
+        event_ttl: args.event_ttl,
     };
     let api = match crate::api::start(store.clone(), opts, api_listener, stop.clone()).await {
         Ok(a) => a,

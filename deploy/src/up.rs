@@ -22,6 +22,9 @@ pub struct UpArgs {
     /// host:port of the etcd v3 endpoint.
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub etcd_addr: String,
+    /// How long Events are kept (`1h`, `30m`, `90s` or seconds).
+    #[arg(long, default_value = "1h", value_parser = crate::server::parse_duration)]
+    pub event_ttl: std::time::Duration,
 }
 
 pub async fn run(a: UpArgs) -> Result<()> {
@@ -33,6 +36,7 @@ pub async fn run(a: UpArgs) -> Result<()> {
         api_addr: a.api_addr,
         pki_dir: None,
         api_sans: Vec::new(),
+        event_ttl: a.event_ttl,
         initial_cluster: None,
         initial_cluster_state: "new".into(),
         initial_cluster_token: "keelson-up".into(),

@@ -33,6 +33,10 @@ struct Up {
 
 impl Up {
     async fn start() -> Up {
+        Up::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Up {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("up.log")).expect("log");
@@ -43,6 +47,7 @@ impl Up {
             .args(["--api-addr", &api])
             .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--etcd-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -507,4 +512,37 @@ async fn bad_requests_get_a_status_and_write_nothing() {
     .await;
     assert_eq!(code, 409, "{body}");
     assert!(body.ends_with(r#""message":"Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"c","kind":"configmaps"},"code":409}"#), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_the_event_ttl() {
+    let up = Up::start_with(&["--event-ttl", "3s"]).await;
+    let pki = up.pki();
+    let events = "/api/v1/namespaces/default/events";
+    let ev = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"reason":"Test","message":"hello","type":"Normal"}"#;
+    let (code, body) =
+        curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: application/json", "--data", ev, events]).await;
+    assert_eq!(code, 201, "{body}");
+    let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"stays"}}"#;
+    let (code, body) = curl(
+        &pki,
+        &up.api,
+        true,
+        &["-X", "POST", "-H", "Content-Type: application/json", "--data", cm, "/api/v1/namespaces/default/configmaps"],
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = curl(&pki, &up.api, true, &[&format!("{events}/e1")]).await;
+    assert_eq!(code, 200, "the event is there before its TTL");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, _) = curl(&pki, &up.api, true, &[&format!("{events}/e1")]).await;
+        if code == 404 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting for the event to expire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, body) = curl(&pki, &up.api, true, &["/api/v1/namespaces/default/configmaps/stays"]).await;
+    assert_eq!(code, 200, "other kinds do not expire: {body}");
 }

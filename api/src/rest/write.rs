@@ -133,6 +133,31 @@ fn prune_unknown(input: &mut Value, typed: &Value, prefix: &str, unknown: &mut V
     }
 }
 
+/// A CAS put of `obj` at `key` (expected mod revision `expected`, 0 = absent); Events get
+/// the current event lease so the store expires them.
+async fn cas_put(ctx: &Ctx, key: String, obj: &Value, expected: i64) -> Result<keelson_store::TxnResult, ApiError> {
+    let mut txn = Txn::cas_put(key, storage::encode(obj)?, expected);
+    let expiring = crate::events::expires(&ctx.def.group, &ctx.def.kind);
+    if expiring {
+        let lease = ctx.api.event_leases.lease(&ctx.api.store).await?;
+        if let Some(keelson_store::Op::Put(p)) = txn.success.first_mut() {
+            p.lease = lease;
+        }
+    }
+    match ctx.api.store.txn(txn.clone()).await {
+        Err(keelson_store::StoreError::LeaseNotFound(_)) if expiring => {
+            // The cached lease ran out: take a fresh one.
+            ctx.api.event_leases.reset().await;
+            let lease = ctx.api.event_leases.lease(&ctx.api.store).await?;
+            if let Some(keelson_store::Op::Put(p)) = txn.success.first_mut() {
+                p.lease = lease;
+            }
+            Ok(ctx.api.store.txn(txn).await?)
+        }
+        r => Ok(r?),
+    }
+}
+
 /// Kubernetes' generateName suffix alphabet (no vowels, no confusable characters).
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -218,7 +243,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
             return Ok((StatusCode::CREATED, obj));
         }
         let key = ctx.key(&name);
-        let r = ctx.api.store.txn(Txn::cas_put(key, storage::encode(&obj)?, 0)).await?;
+        let r = cas_put(ctx, key, &obj, 0).await?;
         if r.succeeded {
             crate::meta::set_resource_version(&mut obj, r.revision);
             return Ok((StatusCode::CREATED, obj));
@@ -336,7 +361,7 @@ pub async fn store_update(
         crate::meta::set_resource_version(&mut new, r.revision);
         return Ok((StatusCode::OK, new));
     }
-    let r = ctx.api.store.txn(Txn::cas_put(key, storage::encode(&new)?, old_rev)).await?;
+    let r = cas_put(ctx, key, &new, old_rev).await?;
     if !r.succeeded {
         return Err(ApiError::conflict(&def.plural, &def.group, &name));
     }
