@@ -481,7 +481,7 @@ fn description(col: &str) -> &'static str {
 pub fn table(def: &ResourceDef, objs: &[Value], list_meta: Value, with_columns: bool) -> Value {
     let (cols, cells): (Columns, Cells) = printer(def).unwrap_or((DEFAULT_COLUMNS, default_cells));
     let rows: Vec<Value> =
-        objs.iter().map(|o| json!({"cells": cells(o), "object": partial_object_metadata_for(o)})).collect();
+        objs.iter().map(|o| json!({"cells": cells(o), "object": partial_object_metadata(o)})).collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -489,10 +489,6 @@ pub fn table(def: &ResourceDef, objs: &[Value], list_meta: Value, with_columns: 
         "columnDefinitions": if with_columns { Value::Array(column_defs(cols)) } else { Value::Null },
         "rows": rows,
     })
-}
-
-fn partial_object_metadata_for(o: &Value) -> Value {
-    partial_object_metadata(o)
 }
 
 // ---- cell helpers ----

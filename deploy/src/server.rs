@@ -110,8 +110,7 @@ impl ServerArgs {
 
 pub async fn run(args: ServerArgs) -> Result<()> {
     let (store, etcd, api) = start(&args).await?;
-    let stop = store.stopped();
-    wait_and_shutdown(store, etcd, api.task, stop).await
+    wait_and_shutdown(store, etcd, api.task).await
 }
 
 /// Start a master: the store, its etcd endpoint and the API server.
@@ -166,7 +165,6 @@ pub async fn wait_and_shutdown(
     store: Store,
     etcd: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     api: tokio::task::JoinHandle<std::io::Result<()>>,
-    _stop: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {

@@ -46,7 +46,6 @@ pub async fn run(a: UpArgs) -> Result<()> {
         max_batch: 1024,
     };
     let (store, etcd, mut api) = crate::server::start(&args).await?;
-    let stop = store.stopped();
     tokio::select! {
         r = &mut api.ready => {
             if r.is_ok() {
@@ -60,5 +59,5 @@ pub async fn run(a: UpArgs) -> Result<()> {
             return Ok(());
         }
     }
-    crate::server::wait_and_shutdown(store, etcd, api.task, stop).await
+    crate::server::wait_and_shutdown(store, etcd, api.task).await
 }

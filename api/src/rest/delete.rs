@@ -66,15 +66,9 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
     Ok(o)
 }
 
-/// What deleting one object did.
-enum Outcome {
-    /// Gone; the last state.
-    Deleted(Value),
-    /// Still there, being deleted (finalizers or grace period).
-    Pending(Value),
-}
-
-async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Outcome, ApiError> {
+/// Delete one object. Returns its last state when it is gone, or its state while it is
+/// being deleted (finalizers, grace period) — Kubernetes answers 200 with either.
+async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
     let def = &ctx.def;
     let key = ctx.key(name);
     for _ in 0..8 {
@@ -147,21 +141,21 @@ async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Outco
                 }
             }
             if obj == before || opts.dry_run {
-                return Ok(Outcome::Pending(obj));
+                return Ok(obj);
             }
             let r = ctx.api.store.txn(Txn::cas_put(key.clone(), storage::encode(&obj)?, kv.mod_revision)).await?;
             if r.succeeded {
                 crate::meta::set_resource_version(&mut obj, r.revision);
-                return Ok(Outcome::Pending(obj));
+                return Ok(obj);
             }
             continue;
         }
         if opts.dry_run {
-            return Ok(Outcome::Deleted(obj));
+            return Ok(obj);
         }
         let r = ctx.api.store.txn(Txn::cas_delete(key.clone(), kv.mod_revision)).await?;
         if r.succeeded {
-            return Ok(Outcome::Deleted(obj));
+            return Ok(obj);
         }
     }
     Err(ApiError::conflict(&def.plural, &def.group, name))
@@ -170,11 +164,8 @@ async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Outco
 /// delete: 200 with the object (its last state, or its state while being deleted).
 pub async fn delete(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let opts = options(ctx, bytes)?;
-    let (code, obj) = match delete_one(ctx, ctx.name(), &opts).await? {
-        Outcome::Deleted(o) => (StatusCode::OK, o),
-        Outcome::Pending(o) => (StatusCode::OK, o),
-    };
-    Ok(json_response(code, &ctx.present(obj), ctx.output))
+    let obj = delete_one(ctx, ctx.name(), &opts).await?;
+    Ok(json_response(StatusCode::OK, &ctx.present(obj), ctx.output))
 }
 
 /// deletecollection: delete every selected object; reply with the list of them.
@@ -188,7 +179,7 @@ pub async fn delete_collection(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>
     for obj in page.items {
         let name = crate::meta::name(&obj).unwrap_or_default().to_string();
         match delete_one(ctx, &name, &opts).await {
-            Ok(Outcome::Deleted(o) | Outcome::Pending(o)) => items.push(o),
+            Ok(o) => items.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -212,7 +212,7 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
             return Err(ApiError::bad_request("the patch changes metadata.name, which cannot be changed"));
         }
         super::write::check_object(ctx, &mut new)?;
-        match super::write::store_update(ctx, old, kv.mod_revision, new).await {
+        match super::write::store_update(ctx, old, kv.mod_revision, new, super::write::is_status(ctx)).await {
             Ok((code, out)) => return Ok(json_response(code, &ctx.present(out), ctx.output)),
             Err(e) if e.code == 409 && e.reason == "Conflict" && pinned.is_none() => continue,
             Err(e) => return Err(e),

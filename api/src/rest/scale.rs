@@ -84,17 +84,7 @@ pub async fn update(ctx: &Ctx, body: &[u8], is_patch: bool) -> Result<Response<B
             spec.insert("replicas".into(), json!(replicas));
         }
         // The main resource's update rules (status kept, generation bumped).
-        let main = Ctx {
-            api: ctx.api.clone(),
-            def: ctx.def.clone(),
-            path: crate::reqinfo::ResourcePath { subresource: None, ..ctx.path.clone() },
-            query: ctx.query.clone(),
-            user: ctx.user.clone(),
-            output: ctx.output,
-            content_type: None,
-            warnings: std::sync::Mutex::new(Vec::new()),
-        };
-        match super::write::store_update(&main, old, kv.mod_revision, new).await {
+        match super::write::store_update(ctx, old, kv.mod_revision, new, false).await {
             Ok((_, out)) => return Ok(json_response(StatusCode::OK, &to_scale(&out), ctx.output)),
             Err(e) if e.code == 409 && pinned.is_none() => continue,
             Err(e) => return Err(e),

@@ -137,24 +137,23 @@ fn prune_unknown(input: &mut Value, typed: &Value, prefix: &str, unknown: &mut V
 /// the current event lease so the store expires them.
 async fn cas_put(ctx: &Ctx, key: String, obj: &Value, expected: i64) -> Result<keelson_store::TxnResult, ApiError> {
     let mut txn = Txn::cas_put(key, storage::encode(obj)?, expected);
-    let expiring = crate::events::expires(&ctx.def.group, &ctx.def.kind);
-    if expiring {
+    if !crate::events::expires(&ctx.def.group, &ctx.def.kind) {
+        return Ok(ctx.api.store.txn(txn).await?);
+    }
+    let mut tries = 0;
+    loop {
         let lease = ctx.api.event_leases.lease(&ctx.api.store).await?;
         if let Some(keelson_store::Op::Put(p)) = txn.success.first_mut() {
             p.lease = lease;
         }
-    }
-    match ctx.api.store.txn(txn.clone()).await {
-        Err(keelson_store::StoreError::LeaseNotFound(_)) if expiring => {
-            // The cached lease ran out: take a fresh one.
-            ctx.api.event_leases.reset().await;
-            let lease = ctx.api.event_leases.lease(&ctx.api.store).await?;
-            if let Some(keelson_store::Op::Put(p)) = txn.success.first_mut() {
-                p.lease = lease;
+        match ctx.api.store.txn(txn.clone()).await {
+            // The cached lease ran out: take a fresh one, once.
+            Err(keelson_store::StoreError::LeaseNotFound(_)) if tries == 0 => {
+                tries += 1;
+                ctx.api.event_leases.reset().await;
             }
-            Ok(ctx.api.store.txn(txn).await?)
+            r => return Ok(r?),
         }
-        r => Ok(r?),
     }
 }
 
@@ -168,14 +167,18 @@ fn random_suffix() -> String {
 /// NamespaceLifecycle: no create in a missing or terminating namespace.
 pub async fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
     let Some(ns) = ctx.namespace() else { return Ok(()) };
-    let key = format!("/registry/namespaces/{ns}");
-    let (kv, _) = ctx.api.store.get(key.into_bytes(), Consistency::Serializable).await?;
+    let namespaces = ctx
+        .api
+        .registry
+        .find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+    let key = storage::object_key(&namespaces, None, ns);
+    let (kv, _) = ctx.api.store.get(key.clone().into_bytes(), Consistency::Serializable).await?;
     let kv = match kv {
         Some(kv) => kv,
         None => {
             // Maybe just created through another master: ask the leader before refusing.
-            let (kv, _) =
-                ctx.api.store.get(format!("/registry/namespaces/{ns}").into_bytes(), Consistency::Linearizable).await?;
+            let (kv, _) = ctx.api.store.get(key.into_bytes(), Consistency::Linearizable).await?;
             kv.ok_or_else(|| ApiError::not_found("namespaces", "", ns))?
         }
     };
@@ -278,7 +281,7 @@ pub async fn update(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError>
     }
     let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&url_name), Freshness::Latest).await?;
     let Some(kv) = kv else {
-        if create_on_update(ctx) && ctx.path.subresource.is_none() {
+        if create_on_update(ctx) && !is_status(ctx) {
             let (code, obj) = create_object(ctx, obj).await?;
             return Ok(json_response(code, &ctx.present(obj), ctx.output));
         }
@@ -290,21 +293,27 @@ pub async fn update(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError>
         }
     }
     let old = storage::decode(&kv)?;
-    let (code, out) = store_update(ctx, old, kv.mod_revision, obj).await?;
+    let (code, out) = store_update(ctx, old, kv.mod_revision, obj, is_status(ctx)).await?;
     Ok(json_response(code, &ctx.present(out), ctx.output))
 }
 
-/// Apply the update rules to `new` against `old` (at `old_rev`) and write it with CAS.
+/// Whether this request writes the `status` subresource.
+pub fn is_status(ctx: &Ctx) -> bool {
+    ctx.path.subresource.as_deref() == Some("status")
+}
+
+/// Apply the update rules to `new` against `old` (at `old_rev`) and write it with CAS;
+/// `status_only`: the `/status` rules (only status changes) instead of the main resource's.
 /// A conflict here means someone wrote in between: 409.
 pub async fn store_update(
     ctx: &Ctx,
     old: Value,
     old_rev: i64,
     mut new: Value,
+    status_only: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
     let def = &ctx.def;
     let name = crate::meta::name(&old).unwrap_or_default().to_string();
-    let status_only = ctx.path.subresource.as_deref() == Some("status");
     if status_only {
         // `/status`: only status changes (plus nothing else of the body).
         let mut merged = old.clone();
