@@ -45,26 +45,7 @@ async fn kubectl_ok(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str
 
 /// curl against one master with the admin certificate: (HTTP status, body).
 async fn curl(pki: &Path, api: &str, args: &[&str], path: &str) -> (u16, String) {
-    let out = within(
-        WAIT,
-        &format!("curl {path}"),
-        Command::new("curl")
-            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "15"])
-            .arg("--cacert")
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .args(args)
-            .arg(format!("https://{api}{path}"))
-            .output(),
-    )
-    .await
-    .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl_api(pki, true, 15, api, args, path).await
 }
 
 /// A streaming watch (curl -N): every event line as (type, name, resourceVersion).
@@ -75,18 +56,11 @@ struct Watch {
 
 impl Watch {
     fn start(pki: &Path, api: &str, path: &str) -> Watch {
-        let mut child = Command::new("curl")
-            .args(["-sS", "-N", "--max-time", "120"])
-            .arg("--cacert")
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
+        let mut child = curl_cmd(pki, true, 120)
+            .arg("-N")
             .arg(format!("https://{api}{path}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn curl watch");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

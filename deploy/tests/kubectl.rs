@@ -2,85 +2,18 @@
 //! Tables, apply, get/label/annotate/patch/scale/delete/watch, auth whoami; and bad
 //! input over raw HTTPS (curl) answered with a Status and nothing written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tempfile::TempDir;
+use common::{curl_api, within, Up};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+/// kubectl runs longer than the store harness's waits allow.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-async fn within<T>(d: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(d, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {d:?} waiting for {what}"),
-    }
-}
-
-/// `keelson up` in a temp dir; killed (by PID) on drop.
-struct Up {
-    child: Child,
-    dir: TempDir,
-    kubeconfig: PathBuf,
-    api: String,
-}
-
-impl Up {
-    async fn start() -> Up {
-        Up::start_with(&[]).await
-    }
-
-    async fn start_with(extra: &[&str]) -> Up {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let api = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("up.log")).expect("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
-            .arg("up")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--api-addr", &api])
-            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--etcd-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn keelson up");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = within(WAIT, "keelson up to print its kubeconfig path", lines.next_line()).await;
-        let kubeconfig = match first {
-            Ok(Some(l)) => PathBuf::from(l.trim()),
-            other => panic!(
-                "keelson up printed no kubeconfig path ({other:?}); log:\n{}",
-                std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
-            ),
-        };
-        assert!(kubeconfig.exists(), "{} does not exist", kubeconfig.display());
-        Up { child, dir, kubeconfig, api }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
-    }
-
-    fn pki(&self) -> PathBuf {
-        self.dir.path().join("data").join("pki")
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
 
 fn kubectl_bin(v: &str) -> String {
     format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}")
@@ -372,20 +305,15 @@ async fn kubectl_against_keelson_up() {
     }
 }
 
-/// curl with the admin certificate (or without any), returning (status, body).
+/// curl with the admin certificate (or without any); the last argument is the path.
 async fn curl(pki: &Path, api: &str, cert: bool, args: &[&str]) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"]).arg("--cacert").arg(pki.join("ca.crt"));
-    if cert {
-        c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
-    }
     let (path, rest) = args.split_last().expect("a path");
-    let out = within(WAIT, &format!("curl {args:?}"), c.args(rest).arg(format!("https://{api}{path}")).output())
-        .await
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl_api(pki, cert, 30, api, rest, path).await
+}
+
+/// A JSON body sent with the admin certificate: (status, body).
+async fn send_json(up: &Up, method: &str, path: &str, body: &str) -> (u16, String) {
+    curl(&up.pki(), &up.api, true, &["-X", method, "-H", "Content-Type: application/json", "--data", body, path]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,9 +328,7 @@ async fn bad_requests_get_a_status_and_write_nothing() {
     let (code, body) = curl(&pki, &up.api, false, &["/version"]).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"minor\":\"33\""), "{body}");
-    let (code, body) =
-        curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: application/json", "--data", "{not json", cms])
-            .await;
+    let (code, body) = send_json(&up, "POST", cms, "{not json").await;
     assert_eq!(code, 400, "{body}");
     let (code, body) =
         curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: text/html", "--data", "<p>", cms]).await;
@@ -424,52 +350,19 @@ async fn bad_requests_get_a_status_and_write_nothing() {
     )
     .await;
     assert_eq!(code, 413, "{body}");
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#,
-            cms,
-        ],
-    )
-    .await;
+    let (code, body) =
+        send_json(&up, "POST", cms, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#).await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("\"field\":\"metadata.name\""), "{body}");
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":5}}"#,
-            cms,
-        ],
-    )
-    .await;
+    let (code, body) =
+        send_json(&up, "POST", cms, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":5}}"#)
+            .await;
     assert_eq!(code, 400, "a number where a string belongs: {body}");
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
-            "/api/v1/namespaces/nope/configmaps",
-        ],
+    let (code, body) = send_json(
+        &up,
+        "POST",
+        "/api/v1/namespaces/nope/configmaps",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
     )
     .await;
     assert_eq!(code, 404, "a missing namespace: {body}");
@@ -479,35 +372,14 @@ async fn bad_requests_get_a_status_and_write_nothing() {
     let list: serde_json::Value = serde_json::from_str(&body).expect("list JSON");
     assert_eq!(list["items"], serde_json::json!([]), "{body}");
     // A conflict is worded as Kubernetes words it.
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#,
-            cms,
-        ],
-    )
-    .await;
+    let (code, body) =
+        send_json(&up, "POST", cms, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#).await;
     assert_eq!(code, 201, "{body}");
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","resourceVersion":"1"},"data":{"a":"b"}}"#,
-            &format!("{cms}/c"),
-        ],
+    let (code, body) = send_json(
+        &up,
+        "PUT",
+        &format!("{cms}/c"),
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","resourceVersion":"1"},"data":{"a":"b"}}"#,
     )
     .await;
     assert_eq!(code, 409, "{body}");
@@ -520,17 +392,10 @@ async fn events_expire_after_the_event_ttl() {
     let pki = up.pki();
     let events = "/api/v1/namespaces/default/events";
     let ev = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"reason":"Test","message":"hello","type":"Normal"}"#;
-    let (code, body) =
-        curl(&pki, &up.api, true, &["-X", "POST", "-H", "Content-Type: application/json", "--data", ev, events]).await;
+    let (code, body) = send_json(&up, "POST", events, ev).await;
     assert_eq!(code, 201, "{body}");
     let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"stays"}}"#;
-    let (code, body) = curl(
-        &pki,
-        &up.api,
-        true,
-        &["-X", "POST", "-H", "Content-Type: application/json", "--data", cm, "/api/v1/namespaces/default/configmaps"],
-    )
-    .await;
+    let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/default/configmaps", cm).await;
     assert_eq!(code, 201, "{body}");
     let (code, _) = curl(&pki, &up.api, true, &[&format!("{events}/e1")]).await;
     assert_eq!(code, 200, "the event is there before its TTL");

@@ -1,5 +1,5 @@
-//! A harness that runs real `keelson server` processes on loopback, like a user would,
-//! and talks to them over the etcd v3 protocol. Every child is killed (by its PID) when
+//! A harness that runs real `keelson server` (or `keelson up`) processes on loopback, like a
+//! user would, and talks to them over the etcd v3 protocol or HTTPS (curl). Every child is killed (by its PID) when
 //! the harness drops; every wait has a timeout that names what hung.
 #![allow(dead_code)]
 
@@ -246,4 +246,88 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
 
 pub fn data_dir_of(c: &Cluster, i: usize) -> &Path {
     &c.masters[i].data_dir
+}
+
+/// curl against a master's API: the cluster CA, the admin certificate when `cert`, at most
+/// `max_secs`. Killed on drop.
+pub fn curl_cmd(pki: &Path, cert: bool, max_secs: u64) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("curl");
+    c.args(["-sS", "--max-time", &max_secs.to_string()]).arg("--cacert").arg(pki.join("ca.crt"));
+    if cert {
+        c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+    }
+    c.kill_on_drop(true);
+    c
+}
+
+/// One HTTPS request to `https://{api}{path}` with curl `args` before the URL; returns
+/// (HTTP status, body), status 0 when curl got no answer.
+pub async fn curl_api(pki: &Path, cert: bool, max_secs: u64, api: &str, args: &[&str], path: &str) -> (u16, String) {
+    let mut c = curl_cmd(pki, cert, max_secs);
+    c.args(["-o", "-", "-w", "\n%{http_code}"]).args(args).arg(format!("https://{api}{path}"));
+    let out =
+        within(Duration::from_secs(max_secs + 15), &format!("curl {args:?} {path}"), c.output()).await.expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `keelson up` in a temp dir, ready (it printed its kubeconfig path); killed on drop.
+pub struct Up {
+    pub child: tokio::process::Child,
+    pub dir: TempDir,
+    pub kubeconfig: PathBuf,
+    pub api: String,
+}
+
+impl Up {
+    pub async fn start() -> Up {
+        Up::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Up {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("up.log")).expect("log");
+        let mut child = tokio::process::Command::new(keelson_bin())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--api-addr", &api])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--etcd-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn keelson up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = within(Duration::from_secs(60), "keelson up to print its kubeconfig path", lines.next_line()).await;
+        let kubeconfig = match first {
+            Ok(Some(l)) => PathBuf::from(l.trim()),
+            other => panic!(
+                "keelson up printed no kubeconfig path ({other:?}); log:\n{}",
+                std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
+            ),
+        };
+        assert!(kubeconfig.exists(), "{} does not exist", kubeconfig.display());
+        Up { child, dir, kubeconfig, api }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("data").join("pki")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }
