@@ -98,14 +98,35 @@ impl Cluster {
         Cluster { dir, masters, initial_cluster }
     }
 
-    /// Start `n` masters and wait until they agree on a leader.
+    /// Start `n` masters and wait until they agree on a leader and every API server has
+    /// made its start-up writes (default namespaces, its entry under
+    /// `/registry/masterleases/`), so tests that count revisions see only their own writes.
     pub async fn start(n: usize) -> Cluster {
         let mut c = Cluster::new(n);
         for i in 0..n {
             c.spawn(i);
         }
         c.wait_leader(&(0..n).collect::<Vec<_>>()).await;
+        c.wait_api_settled(n).await;
         c
+    }
+
+    /// Wait until `n` masters have published themselves (each does so after its default
+    /// namespaces exist, and writes nothing more on its own after that).
+    pub async fn wait_api_settled(&self, n: usize) {
+        let prefix = b"/registry/masterleases/".to_vec();
+        eventually(WAIT, "every master's API server to finish its start-up writes", || async {
+            let mut kv = KvClient::new(try_channel(&self.masters[0].etcd_addr).await?);
+            let req = RangeRequest {
+                key: prefix.clone(),
+                range_end: keelson_store::keys::prefix_end(&prefix),
+                count_only: true,
+                ..Default::default()
+            };
+            let count = kv.range(req).await.ok()?.into_inner().count;
+            (count as usize >= n).then_some(())
+        })
+        .await
     }
 
     pub fn command(&self, i: usize) -> Command {
