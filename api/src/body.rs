@@ -1,5 +1,4 @@
-//! Request bodies: size limit, media type, JSON or YAML decoding. Protobuf bodies are
-//! recognised and refused with 415 until the protobuf decoder lands.
+//! Request bodies: size limit, media type, JSON, YAML or protobuf decoding.
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -67,8 +66,9 @@ where
     Ok(buf.freeze())
 }
 
-/// Decode a JSON or YAML object body (one document).
-pub fn decode_object(media: Media, bytes: &[u8]) -> Result<Value, ApiError> {
+/// Decode a JSON, YAML or protobuf object body (one document). `expected` is the
+/// (apiVersion, kind) the route takes, for a protobuf envelope that leaves its type empty.
+pub fn decode_object(media: Media, bytes: &[u8], expected: Option<(&str, &str)>) -> Result<Value, ApiError> {
     let v: Value = match media {
         Media::Json | Media::MergePatch | Media::StrategicMergePatch | Media::JsonPatch => {
             serde_json::from_slice(bytes)
@@ -81,11 +81,8 @@ pub fn decode_object(media: Media, bytes: &[u8]) -> Result<Value, ApiError> {
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?;
             y
         }
-        Media::Protobuf => {
-            return Err(ApiError::unsupported_media_type(
-                "application/vnd.kubernetes.protobuf (not decoded yet; send JSON)",
-            ))
-        }
+        Media::Protobuf => crate::proto::decode_body(bytes, expected)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?,
     };
     Ok(v)
 }
@@ -99,8 +96,9 @@ mod tests {
         assert_eq!(media(Some("application/json; charset=utf-8")).unwrap(), Media::Json);
         assert_eq!(media(Some("application/apply-patch+yaml")).unwrap(), Media::ApplyPatch);
         assert_eq!(media(Some("text/html")).unwrap_err().code, 415);
-        assert_eq!(decode_object(Media::Json, b"{").unwrap_err().code, 400);
-        assert_eq!(decode_object(Media::Yaml, b"a: [").unwrap_err().code, 400);
-        assert_eq!(decode_object(Media::Yaml, b"a: 1").unwrap(), serde_json::json!({"a": 1}));
+        assert_eq!(decode_object(Media::Json, b"{", None).unwrap_err().code, 400);
+        assert_eq!(decode_object(Media::Yaml, b"a: [", None).unwrap_err().code, 400);
+        assert_eq!(decode_object(Media::Yaml, b"a: 1", None).unwrap(), serde_json::json!({"a": 1}));
+        assert_eq!(decode_object(Media::Protobuf, b"{}", None).unwrap_err().code, 400);
     }
 }

@@ -16,6 +16,7 @@ pub mod discovery;
 mod events;
 mod meta;
 pub mod openapi;
+pub mod proto;
 pub mod reqinfo;
 pub mod resources;
 mod rest;

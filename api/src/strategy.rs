@@ -71,6 +71,23 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     }
 }
 
+/// A workload's update strategy, field by field as `SetDefaults_Deployment` (and the
+/// StatefulSet and DaemonSet ones): type RollingUpdate when empty, and for RollingUpdate
+/// each missing rollingUpdate parameter.
+fn default_rolling(spec: &mut Map<String, Value>, field: &str, rolling: Value) {
+    let Some(strategy) = spec.entry(field).or_insert_with(|| json!({})).as_object_mut() else { return };
+    set_default(strategy, "type", json!("RollingUpdate"));
+    if strategy.get("type") != Some(&json!("RollingUpdate")) {
+        return;
+    }
+    let Some(params) = strategy.entry("rollingUpdate").or_insert_with(|| json!({})).as_object_mut() else { return };
+    if let Value::Object(defaults) = rolling {
+        for (k, v) in defaults {
+            set_default(params, &k, v);
+        }
+    }
+}
+
 fn default_template(obj: &mut Value) {
     if let Some(spec) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
         default_pod_spec(spec);
@@ -135,11 +152,7 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "revisionHistoryLimit", json!(10));
                 set_default(spec, "progressDeadlineSeconds", json!(600));
-                set_default(
-                    spec,
-                    "strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-                );
+                default_rolling(spec, "strategy", json!({"maxUnavailable": "25%", "maxSurge": "25%"}));
             }
             default_template(obj);
         }
@@ -154,22 +167,14 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "podManagementPolicy", json!("OrderedReady"));
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                );
+                default_rolling(spec, "updateStrategy", json!({"partition": 0}));
             }
             default_template(obj);
         }
         ("apps", "DaemonSet") => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
+                default_rolling(spec, "updateStrategy", json!({"maxUnavailable": 1, "maxSurge": 0}));
             }
             default_template(obj);
         }

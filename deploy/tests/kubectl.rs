@@ -295,6 +295,23 @@ async fn scenarios(up: &Up, version: &str) {
         let out = k.ok(&["auth", "whoami"]).await;
         assert!(out.contains("kubernetes-admin") && out.contains("system:masters"), "{out}");
     }
+
+    // Typed create commands: protobuf bodies on 1.32+, JSON on 1.27; the stored objects
+    // must be the same either way.
+    k.ok(&["create", "deployment", "pb-web", "--image=nginx:1.27", "--replicas=0", "--port=80", "-n", &ns]).await;
+    let out = k
+        .ok(&["get", "deploy", "pb-web", "-n", &ns, "-o",
+            "jsonpath={.spec.replicas}/{.spec.template.spec.containers[0].image}/{.spec.template.spec.containers[0].ports[0].containerPort}/{.spec.strategy.type}/{.spec.template.spec.restartPolicy}/{.metadata.labels.app}"])
+        .await;
+    assert_eq!(out, "0/nginx:1.27/80/RollingUpdate/Always/pb-web");
+    k.ok(&["create", "configmap", "pb-cm", "--from-literal=a=1", "--from-literal=empty=", "-n", &ns]).await;
+    let out = k.ok(&["get", "cm", "pb-cm", "-n", &ns, "-o", "jsonpath={.data}"]).await;
+    assert_eq!(out, r#"{"a":"1","empty":""}"#);
+    k.ok(&["create", "secret", "generic", "pb-secret", "--from-literal=k=v\u{1}x", "-n", &ns]).await;
+    let out = k.ok(&["get", "secret", "pb-secret", "-n", &ns, "-o", "jsonpath={.type}/{.data.k}"]).await;
+    assert_eq!(out, "Opaque/dgF4");
+    let out = k.ok(&["auth", "can-i", "create", "pods", "-n", &ns]).await;
+    assert_eq!(out.trim(), "yes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,6 +375,23 @@ async fn bad_requests_get_a_status_and_write_nothing() {
         send_json(&up, "POST", cms, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":5}}"#)
             .await;
     assert_eq!(code, 400, "a number where a string belongs: {body}");
+    // Protobuf: without the magic prefix, and a ConfigMap message cut short.
+    let pb = |name: &str, bytes: &[u8]| {
+        let f = up.dir.path().join(name);
+        std::fs::write(&f, bytes).unwrap();
+        format!("@{}", f.display())
+    };
+    let ct = "Content-Type: application/vnd.kubernetes.protobuf";
+    for (file, bytes) in [
+        ("nomagic.pb", &b"\x0a\x00"[..]),
+        // envelope{typeMeta{v1, ConfigMap}, raw: ObjectMeta field with a length past the end}
+        ("short.pb", &b"k8s\x00\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x04\x0a\x09\x0a\x01"[..]),
+    ] {
+        let (code, body) =
+            curl(&pki, &up.api, true, &["-X", "POST", "-H", ct, "--data-binary", &pb(file, bytes), cms]).await;
+        assert_eq!(code, 400, "{file}: {body}");
+        assert!(body.contains("error decoding protobuf body"), "{body}");
+    }
     let (code, body) = send_json(
         &up,
         "POST",

@@ -31,7 +31,7 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
         return Ok(o);
     }
     let m = crate::body::media(ctx.content_type.as_deref())?;
-    let v = crate::body::decode_object(m, bytes)?;
+    let v = crate::body::decode_object(m, bytes, Some(("meta.k8s.io/v1", "DeleteOptions")))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
     }

@@ -25,7 +25,8 @@ pub fn create(ctx: &Ctx, body: &[u8]) -> Result<Response<Body>, ApiError> {
         }),
         "SelfSubjectAccessReview" => {
             let m = crate::body::media(ctx.content_type.as_deref())?;
-            let v = crate::body::decode_object(m, body)?;
+            let av = d.api_version();
+            let v = crate::body::decode_object(m, body, Some((&av, &d.kind)))?;
             let spec = v.get("spec").cloned().unwrap_or_else(|| json!({}));
             let ra = spec.get("resourceAttributes");
             let s = |k: &str| ra.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or("");
@@ -50,7 +51,8 @@ pub fn create(ctx: &Ctx, body: &[u8]) -> Result<Response<Body>, ApiError> {
         }
         "SelfSubjectRulesReview" => {
             let m = crate::body::media(ctx.content_type.as_deref())?;
-            let v = crate::body::decode_object(m, body)?;
+            let av = d.api_version();
+            let v = crate::body::decode_object(m, body, Some((&av, &d.kind)))?;
             let spec = v.get("spec").cloned().unwrap_or_else(|| json!({}));
             let masters = ctx.user.in_group("system:masters");
             let rules = if masters {

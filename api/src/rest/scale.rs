@@ -48,10 +48,10 @@ pub async fn update(ctx: &Ctx, body: &[u8], is_patch: bool) -> Result<Response<B
             crate::rest::patch::apply_patch(media(ctx.content_type.as_deref())?, &mut scale, body)?;
         } else {
             let m = media(ctx.content_type.as_deref())?;
-            if m != Media::Json && m != Media::Yaml {
+            if !matches!(m, Media::Json | Media::Yaml | Media::Protobuf) {
                 return Err(ApiError::unsupported_media_type(ctx.content_type.as_deref().unwrap_or("")));
             }
-            scale = crate::body::decode_object(m, body)?;
+            scale = crate::body::decode_object(m, body, Some(("autoscaling/v1", "Scale")))?;
         }
         let pinned = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
         if let Some(rv) = &pinned {

@@ -16,7 +16,8 @@ use crate::strategy;
 /// Decode a create/update body and check its type meta against the URL.
 pub fn decode_body(ctx: &Ctx, bytes: &[u8]) -> Result<Value, ApiError> {
     let m = media(ctx.content_type.as_deref())?;
-    let mut obj = decode_object(m, bytes)?;
+    let av = ctx.def.api_version();
+    let mut obj = decode_object(m, bytes, Some((&av, &ctx.def.kind)))?;
     check_object(ctx, &mut obj)?;
     Ok(obj)
 }
