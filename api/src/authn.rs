@@ -1,5 +1,5 @@
-//! Who is calling: x509 client certificates (CN = user, O = groups). Bearer tokens
-//! (ServiceAccount JWTs, bootstrap tokens) are not accepted yet and get 401.
+//! Who is calling: x509 client certificates (CN = user, O = groups), or a bearer token
+//! (ServiceAccount JWT or bootstrap token, see [`crate::tokens`]). Neither → 401.
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -29,6 +29,44 @@ pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
         subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     groups.push("system:authenticated".to_string());
     Some(UserInfo { username, uid: String::new(), groups })
+}
+
+/// The user of a bearer token, or `None` (→ 401) when it is not valid now.
+pub(crate) async fn from_bearer(api: &crate::serve::Api, token: &str) -> Option<UserInfo> {
+    use crate::storage::{self, Freshness};
+    let get = |plural: &'static str, ns: String, name: String| async move {
+        let def = api.registry.find("", "v1", plural)?;
+        let (kv, _) =
+            storage::get(&api.store, &storage::object_key(&def, Some(&ns), &name), Freshness::Latest).await.ok()?;
+        storage::decode(&kv?).ok()
+    };
+    let now = jiff::Timestamp::now().as_second();
+    if let Some((id, secret)) = crate::tokens::parse_bootstrap(token) {
+        let obj = get("secrets", "kube-system".into(), format!("bootstrap-token-{id}")).await?;
+        return crate::tokens::bootstrap_user(&obj, id, secret, now);
+    }
+    let claims = crate::tokens::verify(api.tokens.as_ref()?, token, &[crate::tokens::ISSUER])?;
+    let live = |obj: Option<serde_json::Value>, uid: &str| {
+        obj.is_some_and(|o| {
+            o.pointer("/metadata/deletionTimestamp").is_none() && crate::meta::str_field(&o, "uid") == Some(uid)
+        })
+    };
+    let ns = claims.kube.namespace.clone();
+    let sa = &claims.kube.serviceaccount;
+    if !live(get("serviceaccounts", ns.clone(), sa.name.clone()).await, &sa.uid) {
+        return None;
+    }
+    if let Some(p) = &claims.kube.pod {
+        if !live(get("pods", ns.clone(), p.name.clone()).await, &p.uid) {
+            return None;
+        }
+    }
+    if let Some(s) = &claims.kube.secret {
+        if !live(get("secrets", ns.clone(), s.name.clone()).await, &s.uid) {
+            return None;
+        }
+    }
+    Some(claims.user())
 }
 
 #[cfg(test)]

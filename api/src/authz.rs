@@ -1,6 +1,7 @@
-//! May they: the authorization seam. `system:masters` may do anything. Everyone else is
-//! refused until RBAC is evaluated (a later issue; the RBAC objects are stored already),
-//! except that anyone authenticated may ask who they are and what they may do.
+//! May they: the authorization seam. `system:masters` may do anything; kubelets
+//! (`system:nodes`) what [`crate::authz_node`] allows. Everyone else is refused until RBAC
+//! is evaluated (a later issue; the RBAC objects are stored already), except that anyone
+//! authenticated may ask who they are and what they may do.
 
 use crate::authn::UserInfo;
 use crate::status::ApiError;

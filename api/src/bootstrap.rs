@@ -1,5 +1,6 @@
 //! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`
-//! and `kube-node-lease`. Created if absent, by whichever master gets there first.
+//! and `kube-node-lease`, and the `kubernetes` Service in `default` (the first ClusterIP,
+//! port 443). Created if absent, by whichever master gets there first.
 
 use keelson_store::Txn;
 use serde_json::json;
@@ -22,5 +23,29 @@ pub(crate) async fn run(api: &Api) -> Result<(), ApiError> {
         // Absent → create; present → leave it (the txn reads it back, nothing is written).
         api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
     }
+    kubernetes_service(api).await
+}
+
+async fn kubernetes_service(api: &Api) -> Result<(), ApiError> {
+    let def =
+        api.registry.find("", "v1", "services").ok_or_else(|| ApiError::internal("services are not registered"))?;
+    let key = crate::storage::object_key(&def, Some("default"), "kubernetes");
+    let ip = api.ranges.first().to_string();
+    let mut obj = json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            "sessionAffinity": "None", "type": "ClusterIP"},
+    });
+    crate::strategy::prepare_create(&def, &mut obj);
+    let plan = crate::alloc::plan(&api.ranges, &mut obj, None)?;
+    let meta = crate::meta::metadata_mut(&mut obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+    let mut txn = Txn::cas_put(key, crate::storage::encode(&obj)?, 0);
+    crate::rest::alloc_ops(&mut txn, &plan, "default/kubernetes");
+    // Absent → created with its address; present (or its address taken) → left alone.
+    api.store.txn(txn).await?;
     Ok(())
 }

@@ -8,10 +8,13 @@
 //! `resources.rs`; their defaults and validation in `strategy.rs`; `kubectl get` columns
 //! in `table.rs`. Every error leaves as a Kubernetes `Status` (`status.rs`).
 
+pub mod alloc;
 pub mod authn;
 pub mod authz;
+pub mod authz_node;
 mod body;
 pub mod bootstrap;
+pub mod crd;
 pub mod discovery;
 mod events;
 mod meta;
@@ -27,6 +30,7 @@ pub mod storage;
 mod strategy;
 pub mod table;
 pub mod tls;
+pub mod tokens;
 
 pub use serve::{ApiConfig, ApiServer};
 pub use status::ApiError;

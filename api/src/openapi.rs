@@ -172,6 +172,30 @@ fn paths_for(d: &ResourceDef, schema_ref: &str, paths: &mut Map<String, Value>) 
     }
 }
 
+/// A custom resource's schema under Kubernetes' name for it (`com.example.stable.v1.CronTab`:
+/// the group reversed), with apiVersion, kind and metadata added as the CRD handler adds
+/// them; returns its `$ref`.
+fn custom_schema(gen: &mut schemars::SchemaGenerator, d: &ResourceDef, schema: &Value) -> String {
+    let meta = gen.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+    let mut reversed: Vec<&str> = d.group.split('.').collect();
+    reversed.reverse();
+    let name = format!("{}.{}.{}", reversed.join("."), d.version, d.kind);
+    let mut s = schema.clone();
+    if let Some(m) = s.as_object_mut() {
+        m.insert("type".into(), json!("object"));
+        let props = m.entry("properties").or_insert_with(|| json!({}));
+        if let Some(p) = props.as_object_mut() {
+            p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+            p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+            p.insert("metadata".into(), json!({"allOf": [meta.as_value()], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+        }
+    }
+    if let Ok(schema) = schemars::Schema::try_from(s) {
+        gen.definitions_mut().insert(name.clone(), schema.to_value());
+    }
+    format!("#/components/schemas/{name}")
+}
+
 /// `io.k8s.api.apps.v1.DeploymentList` from the kind's `$ref`.
 fn list_schema_name(schema_ref: &str) -> String {
     format!("{}List", schema_ref.trim_start_matches("#/components/schemas/"))
@@ -194,9 +218,14 @@ impl OpenApi {
                 gen.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
                 let mut gvks: Vec<(String, Value)> = Vec::new();
                 for d in reg.resources(&group, &version) {
-                    let Some(schema_fn) = d.schema else { continue };
-                    let s = schema_fn(&mut gen);
-                    let schema_ref = s.as_value().get("$ref").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let schema_ref = match (d.schema, &d.custom) {
+                        (Some(schema_fn), _) => {
+                            let s = schema_fn(&mut gen);
+                            s.as_value().get("$ref").and_then(Value::as_str).unwrap_or_default().to_string()
+                        }
+                        (None, Some(custom)) => custom_schema(&mut gen, &d, &custom.schema),
+                        (None, None) => continue,
+                    };
                     let name = schema_ref.trim_start_matches("#/components/schemas/").to_string();
                     gvks.push((name.clone(), json!([{"group": d.group, "kind": d.kind, "version": d.version}])));
                     if d.storage == Storage::Stored {

@@ -3,7 +3,8 @@
 //! Discovery, routing, storage and tables all read this table.
 
 use std::any::TypeId;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::{ListableResource, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
@@ -43,8 +44,8 @@ pub struct ResourceDef {
     pub plural: String,
     pub singular: String,
     pub namespaced: bool,
-    pub short_names: Vec<&'static str>,
-    pub categories: Vec<&'static str>,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
     pub subresources: Vec<SubresourceDef>,
     pub verbs: Vec<&'static str>,
     /// `/registry/<resource>/`; a namespaced object is at `<prefix><ns>/<name>`.
@@ -55,6 +56,8 @@ pub struct ResourceDef {
     pub type_check: Option<TypeCheck>,
     /// The kind's OpenAPI schema (a `$ref` into the generator's definitions).
     pub schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+    /// What a CustomResourceDefinition says about a custom resource's version.
+    pub custom: Option<Arc<crate::crd::CustomDef>>,
 }
 
 /// Decode-and-re-encode through the kind's k8s-openapi type.
@@ -138,14 +141,15 @@ where
         singular: T::KIND.to_ascii_lowercase(),
         plural,
         namespaced: TypeId::of::<T::Scope>() == TypeId::of::<NamespaceResourceScope>(),
-        short_names: short_names.to_vec(),
-        categories: categories.to_vec(),
+        short_names: short_names.iter().map(|s| s.to_string()).collect(),
+        categories: categories.iter().map(|s| s.to_string()).collect(),
         subresources: subresources.to_vec(),
         verbs: STORED_VERBS.to_vec(),
         key_prefix,
         storage: Storage::Stored,
         type_check: Some(type_check::<T>),
         schema: Some(schema_of::<T>),
+        custom: None,
     }
 }
 
@@ -170,6 +174,7 @@ where
         storage: Storage::Virtual,
         type_check: None,
         schema: Some(schema_of::<T>),
+        custom: None,
     }
 }
 
@@ -177,10 +182,14 @@ fn sub(name: &'static str, verbs: &'static [&'static str]) -> SubresourceDef {
     SubresourceDef { name, verbs, kind: None }
 }
 
-/// Every served resource.
-#[derive(Debug, Clone)]
+/// Every served resource: the built-in kinds, then the custom resources of the
+/// established CustomResourceDefinitions (replaced whole when one changes).
+#[derive(Debug)]
 pub struct Registry {
-    defs: Vec<Arc<ResourceDef>>,
+    builtin: Vec<Arc<ResourceDef>>,
+    custom: RwLock<Arc<Vec<Arc<ResourceDef>>>>,
+    /// Bumped on every change of the custom resources (OpenAPI documents are rebuilt).
+    generation: AtomicU64,
 }
 
 impl Registry {
@@ -244,27 +253,51 @@ impl Registry {
         let mut events = def::<ev::Event>(&["ev"], &[], &[]);
         events.key_prefix = "/registry/events/".into();
         defs.push(events);
-        Registry { defs: defs.into_iter().map(Arc::new).collect() }
+        Registry {
+            builtin: defs.into_iter().map(Arc::new).collect(),
+            custom: RwLock::new(Arc::new(Vec::new())),
+            generation: AtomicU64::new(0),
+        }
     }
 
-    pub fn all(&self) -> &[Arc<ResourceDef>] {
-        &self.defs
+    fn custom(&self) -> Arc<Vec<Arc<ResourceDef>>> {
+        self.custom.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Replace the custom resources (from the CRDs in the store).
+    pub fn set_custom(&self, defs: Vec<ResourceDef>) {
+        let defs = Arc::new(defs.into_iter().map(Arc::new).collect());
+        match self.custom.write() {
+            Ok(mut c) => *c = defs,
+            Err(e) => *e.into_inner() = defs,
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Every resource: built-in first.
+    pub fn all(&self) -> Vec<Arc<ResourceDef>> {
+        self.builtin.iter().chain(self.custom().iter()).cloned().collect()
     }
 
     /// The resource at `/apis/<group>/<version>/<plural>`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
-        self.defs.iter().find(|d| d.group == group && d.version == version && d.plural == plural).cloned()
+        let hit = |d: &&Arc<ResourceDef>| d.group == group && d.version == version && d.plural == plural;
+        self.builtin.iter().find(hit).cloned().or_else(|| self.custom().iter().find(hit).cloned())
     }
 
     /// Whether `group/version` is served at all.
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.defs.iter().any(|d| d.group == group && d.version == version)
+        self.all().iter().any(|d| d.group == group && d.version == version)
     }
 
     /// Groups in serving order (core first), each with its versions.
     pub fn groups(&self) -> Vec<(String, Vec<String>)> {
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for d in &self.defs {
+        for d in &self.all() {
             match out.iter_mut().find(|(g, _)| *g == d.group) {
                 Some((_, versions)) if !versions.contains(&d.version) => versions.push(d.version.clone()),
                 Some(_) => {}
@@ -276,7 +309,7 @@ impl Registry {
 
     /// Resources of one group/version, in registry order.
     pub fn resources(&self, group: &str, version: &str) -> Vec<Arc<ResourceDef>> {
-        self.defs.iter().filter(|d| d.group == group && d.version == version).cloned().collect()
+        self.all().into_iter().filter(|d| d.group == group && d.version == version).collect()
     }
 }
 

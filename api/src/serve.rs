@@ -32,6 +32,11 @@ pub struct ApiConfig {
     pub advertise: String,
     /// How long Events live (Kubernetes' `--event-ttl`, default 1 h).
     pub event_ttl: Duration,
+    /// The service-account signing key pair (PEM private, PEM public), for the
+    /// TokenRequest API and for verifying ServiceAccount tokens.
+    pub service_account_key: Option<(String, String)>,
+    /// Where Service ClusterIPs and NodePorts come from.
+    pub service_ranges: crate::alloc::ServiceRanges,
 }
 
 /// State shared by every request.
@@ -40,8 +45,11 @@ pub(crate) struct Api {
     pub registry: Registry,
     pub advertise: String,
     pub stop: CancellationToken,
-    pub openapi: std::sync::OnceLock<crate::openapi::OpenApi>,
+    /// The OpenAPI documents, with the registry generation they were built from.
+    pub openapi: std::sync::Mutex<Option<(u64, Arc<crate::openapi::OpenApi>)>>,
     pub event_leases: crate::events::EventLeases,
+    pub tokens: Option<crate::tokens::TokenKeys>,
+    pub ranges: crate::alloc::ServiceRanges,
 }
 
 /// The API server of one master.
@@ -127,13 +135,22 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
 impl ApiServer {
     pub fn new(store: Store, cfg: ApiConfig, stop: CancellationToken) -> Result<ApiServer, TlsError> {
         let tls = server_config(&cfg.tls)?;
+        let tokens = match &cfg.service_account_key {
+            Some((private, public)) => Some(
+                crate::tokens::TokenKeys::from_pem(private, public)
+                    .map_err(|e| TlsError::Pem { what: "the service-account key", reason: e.to_string() })?,
+            ),
+            None => None,
+        };
         let api = Arc::new(Api {
             store,
             registry: Registry::builtin(),
             advertise: cfg.advertise,
             stop,
-            openapi: std::sync::OnceLock::new(),
+            openapi: std::sync::Mutex::new(None),
             event_leases: crate::events::EventLeases::new(cfg.event_ttl),
+            tokens,
+            ranges: cfg.service_ranges.clone(),
         });
         Ok(ApiServer { api, tls })
     }
@@ -147,6 +164,7 @@ impl ApiServer {
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
         let stop = self.api.stop.clone();
+        tokio::spawn(crate::crd::sync(self.api.clone()).instrument(tracing::debug_span!("crd_sync")));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -196,6 +214,30 @@ impl ApiServer {
     }
 }
 
+/// The OpenAPI documents of the current registry (rebuilt after a CRD change).
+fn openapi_docs(api: &Api) -> Arc<crate::openapi::OpenApi> {
+    let generation = api.registry.generation();
+    let mut cached = match api.openapi.lock() {
+        Ok(c) => c,
+        Err(e) => e.into_inner(),
+    };
+    match &*cached {
+        Some((g, docs)) if *g == generation => docs.clone(),
+        _ => {
+            let docs = Arc::new(crate::openapi::OpenApi::build(&api.registry));
+            *cached = Some((generation, docs.clone()));
+            docs
+        }
+    }
+}
+
+/// The bearer token of `Authorization: Bearer …`.
+fn bearer<B>(req: &Request<B>) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+}
+
 /// One request, start to finish.
 pub(crate) async fn handle<B>(api: &Arc<Api>, req: Request<B>, user: Option<UserInfo>) -> Response<Body>
 where
@@ -214,6 +256,13 @@ where
             Route::Health(_) => return text(StatusCode::OK, "ok"),
             _ => {}
         }
+        let user = match user {
+            Some(u) => Some(u),
+            None => match bearer(&req) {
+                Some(token) => crate::authn::from_bearer(api, &token).await,
+                None => None,
+            },
+        };
         let Some(user) = user else { return error_response(&ApiError::unauthorized()) };
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         match r {
@@ -256,7 +305,7 @@ where
                 }
             }
             Route::OpenApi(p) if method == Method::GET && (p == "/openapi/v3" || p.starts_with("/openapi/v3/")) => {
-                let docs = api.openapi.get_or_init(|| crate::openapi::OpenApi::build(&api.registry));
+                let docs = openapi_docs(api);
                 match docs.get(&p) {
                     Some((bytes, hash)) => {
                         let mut r = Response::new(Full::new(Bytes::copy_from_slice(bytes)).boxed());

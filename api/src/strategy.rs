@@ -187,6 +187,7 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
             }
             default_template(obj);
         }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::apply_defaults(obj),
         ("batch", "CronJob") => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "concurrencyPolicy", json!("Allow"));
@@ -257,6 +258,7 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         }
     }
     match (def.group.as_str(), def.kind.as_str()) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => causes.extend(crate::crd::validate(obj)),
         ("", "Pod") => {
             let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
             if containers.is_none_or(|c| c.is_empty()) {

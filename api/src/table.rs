@@ -479,14 +479,23 @@ fn description(col: &str) -> &'static str {
 
 /// A Table of `objs` (`with_columns` false for watch events after the first).
 pub fn table(def: &ResourceDef, objs: &[Value], list_meta: Value, with_columns: bool) -> Value {
-    let (cols, cells): (Columns, Cells) = printer(def).unwrap_or((DEFAULT_COLUMNS, default_cells));
-    let rows: Vec<Value> =
-        objs.iter().map(|o| json!({"cells": cells(o), "object": partial_object_metadata(o)})).collect();
+    let (columns, rows): (Vec<Value>, Vec<Value>) = match &def.custom {
+        Some(c) => (
+            crate::crd::table_columns(&c.printer_columns),
+            objs.iter()
+                .map(|o| json!({"cells": crate::crd::table_cells(&c.printer_columns, o), "object": partial_object_metadata(o)}))
+                .collect(),
+        ),
+        None => {
+            let (cols, cells): (Columns, Cells) = printer(def).unwrap_or((DEFAULT_COLUMNS, default_cells));
+            (column_defs(cols), objs.iter().map(|o| json!({"cells": cells(o), "object": partial_object_metadata(o)})).collect())
+        }
+    };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": if with_columns { Value::Array(column_defs(cols)) } else { Value::Null },
+        "columnDefinitions": if with_columns { Value::Array(columns) } else { Value::Null },
         "rows": rows,
     })
 }

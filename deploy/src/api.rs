@@ -28,6 +28,7 @@ pub struct ApiOptions {
     /// Hosts of the other masters (and any extra names) for the serving certificate.
     pub sans: Vec<String>,
     pub event_ttl: Duration,
+    pub service_ranges: keelson_api::alloc::ServiceRanges,
 }
 
 /// A running API server.
@@ -84,6 +85,8 @@ pub async fn start(
             tls: TlsMaterial { ca_pem: pki.ca_cert.clone(), cert_pem, key_pem },
             advertise: advertise.clone(),
             event_ttl: opts.event_ttl,
+            service_account_key: Some((pki.sa_key.clone(), pki.sa_pub.clone())),
+            service_ranges: opts.service_ranges.clone(),
         },
         stop.clone(),
     )?;

@@ -20,6 +20,9 @@ pub struct Pki {
     pub ca_key: String,
     pub admin_cert: String,
     pub admin_key: String,
+    /// The service-account signing key (PKCS#8 PEM) and its public half.
+    pub sa_key: String,
+    pub sa_pub: String,
 }
 
 const FILES: &[&str] = &["ca.key", "ca.crt", "admin.crt", "admin.key", "sa.key", "sa.pub"];
@@ -111,6 +114,8 @@ pub fn load_or_create(dir: &Path) -> Result<Pki> {
         ca_key: read(dir, "ca.key")?,
         admin_cert: read(dir, "admin.crt")?,
         admin_key: read(dir, "admin.key")?,
+        sa_key: read(dir, "sa.key")?,
+        sa_pub: read(dir, "sa.pub")?,
     })
 }
 

@@ -35,6 +35,13 @@ pub struct ServerArgs {
     /// How long Events are kept (`1h`, `30m`, `90s` or seconds), as Kubernetes' --event-ttl.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
+    /// The range Service ClusterIPs come from (the first address is the `kubernetes`
+    /// Service's), as Kubernetes' --service-cluster-ip-range.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = parse_cidr)]
+    pub service_cluster_ip_range: (std::net::Ipv4Addr, u8),
+    /// The range NodePorts come from, as Kubernetes' --service-node-port-range.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_ports)]
+    pub service_node_port_range: (u16, u16),
     /// The bootstrapping masters: `m1=host:port,m2=host:port,…` (peer addresses).
     /// Defaults to this master alone.
     #[arg(long)]
@@ -149,6 +156,11 @@ pub async fn start(
         pki_dir: args.pki_dir.clone(),
         sans,
         event_ttl: args.event_ttl,
+        service_ranges: keelson_api::alloc::ServiceRanges {
+            network: args.service_cluster_ip_range.0,
+            prefix: args.service_cluster_ip_range.1,
+            node_ports: args.service_node_port_range,
+        },
     };
     let api = match crate::api::start(store.clone(), opts, api_listener, stop.clone()).await {
         Ok(a) => a,
@@ -184,4 +196,12 @@ pub async fn wait_and_shutdown(
     tracing::info!("shutting down");
     store.shutdown().await;
     outcome
+}
+
+fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    keelson_api::alloc::ServiceRanges::parse_cidr(s).map_err(|e| e.to_string())
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    keelson_api::alloc::ServiceRanges::parse_ports(s).map_err(|e| e.to_string())
 }

@@ -37,6 +37,8 @@ pub async fn run(a: UpArgs) -> Result<()> {
         pki_dir: None,
         api_sans: Vec::new(),
         event_ttl: a.event_ttl,
+        service_cluster_ip_range: (std::net::Ipv4Addr::new(10, 96, 0, 0), 12),
+        service_node_port_range: (30000, 32767),
         initial_cluster: None,
         initial_cluster_state: "new".into(),
         initial_cluster_token: "keelson-up".into(),

@@ -145,7 +145,7 @@ async fn etcdctl_kv_txn_watch_and_lease_commands() {
     tracing::info!("--- put (to followers and the leader) and get --prefix");
     let r0 = must_put_rev(&ep(f1), pod0, "v0").await;
     let r1 = must_put_rev(&ep(leader), pod1, "v1").await;
-    assert_eq!(must_etcdctl(&ep(f2), &["put", "/registry/services/default/web", "svc"]).await.trim(), "OK");
+    assert_eq!(must_etcdctl(&ep(f2), &["put", "/registry/secrets/default/web", "svc"]).await.trim(), "OK");
     assert!(r1 > r0, "revisions must grow: {r0} then {r1}");
     let got = must_etcdctl(&ep(f2), &["get", "--prefix", "/registry/pods/default/"]).await;
     assert_eq!(lines(&got), [pod0, "v0", pod1, "v1"]);
@@ -153,7 +153,7 @@ async fn etcdctl_kv_txn_watch_and_lease_commands() {
     assert_eq!(lines(&keys), [pod0, pod1]);
     let v = must_etcdctl_json(&ep(f1), &["get", "--prefix", "/registry/pods/"]).await;
     assert_eq!(v["count"], 2, "{v}");
-    assert_eq!(v["header"]["revision"], r1 + 1, "header revision is the latest write (the service): {v}");
+    assert_eq!(v["header"]["revision"], r1 + 1, "header revision is the latest write (the secret): {v}");
     let kvs = v["kvs"].as_array().unwrap_or_else(|| panic!("no kvs in {v}"));
     assert_eq!(kvs.len(), 2, "{v}");
     for (kv, (key, value, rev)) in kvs.iter().zip([(pod0, "v0", r0), (pod1, "v1", r1)]) {
@@ -170,8 +170,8 @@ async fn etcdctl_kv_txn_watch_and_lease_commands() {
     must_put_rev(&ep(leader), pod2, "v2").await;
     assert_eq!(must_etcdctl(&ep(f2), &["del", "--prefix", "/registry/pods/"]).await.trim(), "2");
     assert_eq!(must_etcdctl(&ep(f1), &["get", "--prefix", "/registry/pods/"]).await, "");
-    let svc = must_etcdctl(&ep(f1), &["get", "--prefix", "/registry/services/"]).await;
-    assert_eq!(lines(&svc), ["/registry/services/default/web", "svc"], "del --prefix must not reach other prefixes");
+    let svc = must_etcdctl(&ep(f1), &["get", "--prefix", "/registry/secrets/"]).await;
+    assert_eq!(lines(&svc), ["/registry/secrets/default/web", "svc"], "del --prefix must not reach other prefixes");
 
     tracing::info!("--- txn with a mod() compare: SUCCESS, then FAILURE on the stale revision");
     let cfg = "/registry/configmaps/kube-system/cfg";

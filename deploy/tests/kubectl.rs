@@ -114,7 +114,6 @@ metadata:
   name: web
   namespace: {ns}
 spec:
-  clusterIP: 10.0.0.10
   selector: {{app: web}}
   ports:
   - port: 80
@@ -129,8 +128,54 @@ metadata:
 data:
   a: "1"
 "#
-    )
+    ) + &CRONTAB.replace("NS", ns)
 }
+
+/// A CRD (in a group of the scenario's own) and one of its objects; `NS` is replaced.
+const CRONTAB: &str = r#"---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.NS.example.com
+spec:
+  group: NS.example.com
+  scope: Namespaced
+  names: {plural: crontabs, singular: crontab, kind: CronTab, shortNames: [ct]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
+    additionalPrinterColumns:
+    - {name: Spec, type: string, jsonPath: .spec.cronSpec}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              cronSpec: {type: string, pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'}
+              image: {type: string}
+              replicas: {type: integer, minimum: 1, maximum: 10, default: 1}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+---
+apiVersion: NS.example.com/v1
+kind: CronTab
+metadata:
+  name: nightly
+  namespace: NS
+spec:
+  cronSpec: "0 3 * * *"
+  image: backup:1
+"#;
 
 /// The kubectl scenarios for one kubectl version, in a namespace of its own.
 async fn scenarios(up: &Up, version: &str) {
@@ -161,11 +206,62 @@ async fn scenarios(up: &Up, version: &str) {
     // yet; 1.32 and 1.33 read /openapi/v3 and leave validation to the server.
     let validate: &[&str] = if version == "1.27" { &["--validate=false"] } else { &[] };
     k.ok_stdin(&[&["create"], validate, &["-f", "-"]].concat(), Some(&ns_doc)).await;
-    let out = k.ok_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&manifest(&ns))).await;
+    // kubectl maps a CronTab with the discovery it fetched before the CRD existed, and a
+    // freshly fetched discovery is not re-read on a miss: against Kubernetes too the first
+    // apply creates everything but the CronTab ("ensure CRDs are installed first") and the
+    // second creates it.
+    let (ok, out, err) = k.run_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&manifest(&ns))).await;
     assert!(out.contains("deployment.apps/web created") && out.contains("configmap/cfg created"), "{out}");
+    assert!(
+        out.contains(&format!("customresourcedefinition.apiextensions.k8s.io/crontabs.{ns}.example.com created")),
+        "{out}"
+    );
+    if !ok {
+        // 1.27 fails to map the CronTab; 1.32+ first look for its schema in the OpenAPI v3
+        // index fetched before the CRD existed, then in /openapi/v2 (not served yet).
+        assert!(
+            err.contains("ensure CRDs are installed first")
+                || err.contains("error validating data: the server could not find the requested resource"),
+            "{err}"
+        );
+        let out = k.ok_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&manifest(&ns))).await;
+        assert!(out.contains(&format!("crontab.{ns}.example.com/nightly created")), "{out}");
+    } else {
+        assert!(out.contains(&format!("crontab.{ns}.example.com/nightly created")), "{out}");
+    }
     // Applying the same manifest again changes nothing.
     let out = k.ok_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&manifest(&ns))).await;
     assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+    assert!(out.contains(&format!("crontab.{ns}.example.com/nightly unchanged")), "{out}");
+
+    // The custom resource: printer columns, defaulting, schema validation, scale, explain.
+    let out = k.ok(&["get", "ct", "-n", &ns]).await;
+    let header: Vec<&str> = out.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{out}");
+    assert!(out.lines().any(|l| l.starts_with("nightly") && l.contains("0 3 * * *") && l.contains(" 1 ")), "{out}");
+    let bad = CRONTAB
+        .replace("NS", &ns)
+        .split("---")
+        .last()
+        .unwrap_or("")
+        .replace("name: nightly", "name: bad")
+        .replace("image: backup:1", "image: backup:1\n  replicas: 20")
+        .replace("\"0 3 * * *\"", "soon");
+    let (ok, out, err) = k.run_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&bad)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("spec.replicas: Invalid value: 20") && err.contains("should be less than or equal to 10"),
+        "{err}"
+    );
+    assert!(err.contains("spec.cronSpec: Invalid value: \"soon\""), "{err}");
+    let out = k.ok(&["scale", "ct", "nightly", "--replicas=3", "-n", &ns]).await;
+    assert!(out.contains("scaled"), "{out}");
+    let out = k.ok(&["get", "ct", "nightly", "-n", &ns, "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(out, "3");
+    if version != "1.27" {
+        let out = k.ok(&["explain", "crontabs.spec"]).await;
+        assert!(out.contains("cronSpec") && out.contains("replicas"), "{out}");
+    }
     if version != "1.27" {
         // Server-side field validation: Strict refuses an unknown field, Warn stores without it.
         let bad = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: odd\n  namespace: {ns}\nfoo: 1\n");
@@ -283,6 +379,11 @@ async fn scenarios(up: &Up, version: &str) {
     let _ = watch.start_kill();
 
     // delete (kubectl waits for it with a watch on metadata.name).
+    // Deleting the CRD takes its objects and its resource type with it.
+    let out = k.ok(&["delete", "crd", &format!("crontabs.{ns}.example.com")]).await;
+    assert!(out.contains("deleted"), "{out}");
+    let err = k.fails(&["get", &format!("crontabs.{ns}.example.com"), "-n", &ns]).await;
+    assert!(err.contains("the server doesn't have a resource type"), "{err}");
     let out = k.ok(&["delete", "cm", "cfg", "-n", &ns]).await;
     assert!(out.contains("configmap \"cfg\" deleted"), "{out}");
     let err = k.fails(&["get", "cm", "cfg", "-n", &ns]).await;
@@ -312,6 +413,49 @@ async fn scenarios(up: &Up, version: &str) {
     assert_eq!(out, "Opaque/dgF4");
     let out = k.ok(&["auth", "can-i", "create", "pods", "-n", &ns]).await;
     assert_eq!(out.trim(), "yes");
+
+    // ServiceAccount tokens (TokenRequest; protobuf on 1.32+): the token authenticates as
+    // the ServiceAccount (forbidden to list pods until RBAC), garbage and tokens of a
+    // deleted ServiceAccount get 401.
+    k.ok(&["create", "serviceaccount", "builder", "-n", &ns]).await;
+    let token = k.ok(&["create", "token", "builder", "-n", &ns, "--duration=20m"]).await.trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let auth = format!("Authorization: Bearer {token}");
+    let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
+    let (code, body) = curl_api(
+        &up.pki(),
+        false,
+        30,
+        &up.api,
+        &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "--data", review],
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains(&format!("\"username\":\"system:serviceaccount:{ns}:builder\"")), "{body}");
+    assert!(body.contains(&format!("\"system:serviceaccounts:{ns}\"")), "{body}");
+    let (code, body) =
+        curl_api(&up.pki(), false, 30, &up.api, &["-H", &auth], &format!("/api/v1/namespaces/{ns}/pods")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(&format!("User \\\"system:serviceaccount:{ns}:builder\\\" cannot list resource \\\"pods\\\"")),
+        "{body}"
+    );
+    let (code, _) =
+        curl_api(&up.pki(), false, 30, &up.api, &["-H", "Authorization: Bearer abc.def.ghi"], "/api/v1/namespaces")
+            .await;
+    assert_eq!(code, 401);
+    k.ok(&["delete", "serviceaccount", "builder", "-n", &ns]).await;
+    let (code, body) = curl_api(
+        &up.pki(),
+        false,
+        30,
+        &up.api,
+        &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "--data", review],
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    )
+    .await;
+    assert_eq!(code, 401, "the ServiceAccount is gone: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,4 +588,97 @@ async fn events_expire_after_the_event_ttl() {
     }
     let (code, body) = curl(&pki, &up.api, true, &["/api/v1/namespaces/default/configmaps/stays"]).await;
     assert_eq!(code, 200, "other kinds do not expire: {body}");
+}
+
+/// A client certificate signed by the cluster CA for `cn` in `org`, written next to the
+/// PKI; returns the curl arguments that present it.
+fn client_cert(pki: &Path, cn: &str, org: &str) -> Vec<String> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.join("ca.crt")).unwrap(), &ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, org);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let (c, k) = (pki.join(format!("{cn}.crt").replace(':', "_")), pki.join(format!("{cn}.key").replace(':', "_")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    vec!["--cert".into(), c.display().to_string(), "--key".into(), k.display().to_string()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelets_may_only_touch_their_own_node_and_pods() {
+    let up = Up::start().await;
+    let pki = up.pki();
+    let n1 = client_cert(&pki, "system:node:n1", "system:nodes");
+    let as_n1 = |method: &'static str, path: String, body: Option<String>| {
+        let (pki, api, n1) = (pki.clone(), up.api.clone(), n1.clone());
+        async move {
+            let mut args: Vec<String> = n1.clone();
+            args.extend(["-X".into(), method.into()]);
+            if let Some(b) = body {
+                args.extend(["-H".into(), "Content-Type: application/json".into(), "--data".into(), b]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl_api(&pki, false, 30, &api, &args, &path).await
+        }
+    };
+    let node = |n: &str| format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{n}"}}}}"#);
+    // Its own Node and Lease: yes; another node's: no.
+    let (code, body) = as_n1("POST", "/api/v1/nodes".into(), Some(node("n1"))).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = as_n1("PUT", "/api/v1/nodes/n2".into(), Some(node("n2"))).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"User \"system:node:n1\" cannot update resource \"nodes\""#), "{body}");
+    let lease = r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"n1"},"spec":{"holderIdentity":"n1"}}"#;
+    let (code, body) =
+        as_n1("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases".into(), Some(lease.into()))
+            .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = as_n1("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases/n1".into(), None).await;
+    assert_eq!(code, 403, "leases outside kube-node-lease");
+    // Pods bound to it, and what they use: yes; the rest: no.
+    for (path, body) in [
+        (
+            "/api/v1/namespaces/default/secrets",
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"mine"},"stringData":{"a":"b"}}"#,
+        ),
+        (
+            "/api/v1/namespaces/default/secrets",
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"theirs"},"stringData":{"a":"b"}}"#,
+        ),
+        (
+            "/api/v1/namespaces/default/pods",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p1"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox","envFrom":[{"secretRef":{"name":"mine"}}]}]}}"#,
+        ),
+        (
+            "/api/v1/namespaces/default/pods",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p2"},"spec":{"nodeName":"n2","containers":[{"name":"c","image":"busybox","envFrom":[{"secretRef":{"name":"theirs"}}]}]}}"#,
+        ),
+    ] {
+        let (code, out) = curl_api(
+            &pki,
+            true,
+            30,
+            &up.api,
+            &["-X", "POST", "-H", "Content-Type: application/json", "--data", body],
+            path,
+        )
+        .await;
+        assert_eq!(code, 201, "{out}");
+    }
+    for (path, want) in [
+        ("/api/v1/namespaces/default/pods/p1", 200),
+        ("/api/v1/namespaces/default/pods/p2", 403),
+        ("/api/v1/namespaces/default/secrets/mine", 200),
+        ("/api/v1/namespaces/default/secrets/theirs", 403),
+        ("/api/v1/namespaces/default/pods", 200),
+        ("/api/v1/nodes", 200),
+        ("/api/v1/namespaces/default/configmaps", 403),
+    ] {
+        let (code, body) = as_n1("GET", path.to_string(), None).await;
+        assert_eq!(code, want, "{path}: {body}");
+    }
 }

@@ -153,12 +153,33 @@ async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Value
         if opts.dry_run {
             return Ok(obj);
         }
-        let r = ctx.api.store.txn(Txn::cas_delete(key.clone(), kv.mod_revision)).await?;
+        let r = ctx.api.store.txn(delete_txn(ctx, &obj, key.clone(), kv.mod_revision)).await?;
         if r.succeeded {
+            crate::rest::write::crd_written(ctx).await;
             return Ok(obj);
         }
     }
     Err(ApiError::conflict(&def.plural, &def.group, name))
+}
+
+/// The transaction removing an object at `key` (CAS on `rev`). A CRD takes its custom
+/// resources with it in the same revision (Kubernetes' `customresourcecleanup` finalizer,
+/// done at once).
+pub fn delete_txn(ctx: &Ctx, obj: &Value, key: String, rev: i64) -> Txn {
+    let mut txn = Txn::cas_delete(key, rev);
+    if ctx.def.group.is_empty() && ctx.def.kind == "Service" {
+        let plan = crate::alloc::Plan { claims: vec![], releases: crate::alloc::releases_of(obj) };
+        crate::rest::write::alloc_ops(&mut txn, &plan, "");
+    }
+    if ctx.def.group == "apiextensions.k8s.io" && ctx.def.kind == "CustomResourceDefinition" {
+        let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
+        let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default();
+        if !group.is_empty() && !plural.is_empty() {
+            let range = keelson_store::KeyRange::prefix(format!("/registry/{group}/{plural}/"));
+            txn.success.push(keelson_store::Op::Delete(keelson_store::DeleteRequest { range, prev_kv: false }));
+        }
+    }
+    txn
 }
 
 /// delete: 200 with the object (its last state, or its state while being deleted).

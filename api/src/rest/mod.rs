@@ -5,8 +5,11 @@ mod patch;
 mod read;
 mod review;
 mod scale;
+mod token;
 mod watch;
 mod write;
+
+pub(crate) use write::alloc_ops;
 
 use std::sync::Arc;
 
@@ -124,7 +127,11 @@ where
         namespace: path.namespace.as_deref(),
         name: path.name.as_deref(),
     };
-    if !allowed(&user, &attrs) {
+    let ok = match crate::authz_node::node_name(&user) {
+        Some(node) if !allowed(&user, &attrs) => crate::authz_node::allowed(api, node, &attrs).await,
+        _ => allowed(&user, &attrs),
+    };
+    if !ok {
         return Err(forbidden(&user, &attrs));
     }
     let output = negotiate(accept)?;
@@ -189,6 +196,10 @@ where
             delete::delete_collection(ctx, &body).await
         }
         ("get", Some("status")) => read::get(ctx).await,
+        ("create", Some("token")) if def.group.is_empty() && def.plural == "serviceaccounts" => {
+            let body = crate::body::read(req.into_body()).await?;
+            token::create(ctx, &body).await
+        }
         ("get", Some("scale")) => scale::get(ctx).await,
         ("update" | "patch", Some("scale")) => {
             let body = crate::body::read(req.into_body()).await?;

@@ -195,6 +195,12 @@ pub fn apply_patch(kind: Media, obj: &mut Value, bytes: &[u8]) -> Result<(), Api
 /// the patch itself pins a resourceVersion.
 pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let kind = media(ctx.content_type.as_deref())?;
+    if kind == Media::StrategicMergePatch && ctx.def.custom.is_some() {
+        // Custom resources have no Go struct tags to merge by (Kubernetes' answer).
+        return Err(ApiError::unsupported_media_type(
+            "application/strategic-merge-patch+json: strategic merge patch is not supported for custom resources; use a JSON merge patch or a JSON patch",
+        ));
+    }
     let name = ctx.name().to_string();
     for _ in 0..8 {
         let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&name), Freshness::Latest).await?;

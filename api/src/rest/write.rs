@@ -7,6 +7,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::Ctx;
+use crate::alloc::{Claim, Plan};
 use crate::body::{decode_object, media};
 use crate::serve::{json_response, Body};
 use crate::status::ApiError;
@@ -82,22 +83,73 @@ pub fn check_object(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
         })?;
         let mut unknown = Vec::new();
         prune_unknown(obj, &typed, "", &mut unknown);
-        if !unknown.is_empty() {
-            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-            match ctx.query.field_validation.as_deref() {
-                Some("Strict") => {
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))))
-                }
-                Some("Ignore") => {}
-                _ => {
-                    if let Ok(mut w) = ctx.warnings.lock() {
-                        w.extend(list);
-                    }
-                }
-            }
-        }
+        report_unknown(ctx, &unknown)?;
+    }
+    if let Some(custom) = &def.custom {
+        check_custom(ctx, obj, custom)?;
     }
     Ok(())
+}
+
+/// fieldValidation: Strict refuses unknown fields, Warn (the default) warns, Ignore drops
+/// them silently; they are dropped in every case.
+fn report_unknown(ctx: &Ctx, unknown: &[String]) -> Result<(), ApiError> {
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    match ctx.query.field_validation.as_deref() {
+        Some("Strict") => Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", ")))),
+        Some("Ignore") => Ok(()),
+        _ => {
+            if let Ok(mut w) = ctx.warnings.lock() {
+                w.extend(list);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A custom resource: metadata checked as ObjectMeta, then the CRD's structural schema
+/// defaults, prunes and validates the rest (→ 422 with causes).
+fn check_custom(ctx: &Ctx, obj: &mut Value, custom: &crate::crd::CustomDef) -> Result<(), ApiError> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let def = &ctx.def;
+    let mut unknown = Vec::new();
+    if let Some(meta) = obj.get_mut("metadata") {
+        let typed: ObjectMeta = serde_path_to_error::deserialize(&*meta).map_err(|e| {
+            ApiError::bad_request(format!("error decoding {} body: metadata.{}: {}", def.kind, e.path(), e.inner()))
+        })?;
+        let typed = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+        prune_unknown(meta, &typed, "metadata", &mut unknown);
+    }
+    crate::crd::schema::apply_defaults(&custom.schema, obj);
+    unknown.extend(crate::crd::schema::prune(&custom.schema, obj));
+    report_unknown(ctx, &unknown)?;
+    let errors = crate::crd::schema::validate(&custom.schema, obj);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(
+            &def.kind,
+            &def.group,
+            crate::meta::name(obj).unwrap_or_default(),
+            errors.into_iter().map(|e| (e.field, e.reason.to_string(), e.message)).collect(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_crd(ctx: &Ctx) -> bool {
+    ctx.def.group == "apiextensions.k8s.io" && ctx.def.kind == "CustomResourceDefinition"
+}
+
+/// After a CRD write: this master serves the change before it answers (the others follow
+/// through their watch).
+pub async fn crd_written(ctx: &Ctx) {
+    if is_crd(ctx) {
+        if let Err(e) = crate::crd::reload(&ctx.api).await {
+            tracing::warn!(error = %e, "cannot reload the custom resources after a CRD write");
+        }
+    }
 }
 
 /// Drop (and name) every field of `input` the kind's type does not have, as Kubernetes
@@ -136,8 +188,16 @@ fn prune_unknown(input: &mut Value, typed: &Value, prefix: &str, unknown: &mut V
 
 /// A CAS put of `obj` at `key` (expected mod revision `expected`, 0 = absent); Events get
 /// the current event lease so the store expires them.
-async fn cas_put(ctx: &Ctx, key: String, obj: &Value, expected: i64) -> Result<keelson_store::TxnResult, ApiError> {
+async fn cas_put(
+    ctx: &Ctx,
+    key: String,
+    obj: &Value,
+    expected: i64,
+    plan: &Plan,
+) -> Result<keelson_store::TxnResult, ApiError> {
     let mut txn = Txn::cas_put(key, storage::encode(obj)?, expected);
+    let owner = format!("{}/{}", ctx.namespace().unwrap_or_default(), crate::meta::name(obj).unwrap_or_default());
+    alloc_ops(&mut txn, plan, &owner);
     if !crate::events::expires(&ctx.def.group, &ctx.def.kind) {
         return Ok(ctx.api.store.txn(txn).await?);
     }
@@ -156,6 +216,37 @@ async fn cas_put(ctx: &Ctx, key: String, obj: &Value, expected: i64) -> Result<k
             r => return Ok(r?),
         }
     }
+}
+
+/// The Service address claims (guarded: the key is absent) and releases of `plan`.
+pub fn alloc_ops(txn: &mut Txn, plan: &Plan, owner: &str) {
+    use keelson_store::{Compare, DeleteRequest, KeyRange, Op, PutRequest, RangeRequest};
+    for c in &plan.claims {
+        txn.compares.push(Compare::mod_revision(c.key.clone(), 0));
+        txn.success.push(Op::Put(PutRequest {
+            key: c.key.clone().into_bytes(),
+            value: owner.as_bytes().to_vec(),
+            ..Default::default()
+        }));
+        txn.failure.push(Op::Range(RangeRequest::new(KeyRange::single(c.key.clone()))));
+    }
+    for r in &plan.releases {
+        txn.success.push(Op::Delete(DeleteRequest { range: KeyRange::single(r.clone()), prev_kv: false }));
+    }
+}
+
+/// The claim someone else holds, when a transaction with `plan` failed on one.
+fn clash<'a>(r: &keelson_store::TxnResult, plan: &'a Plan) -> Option<&'a Claim> {
+    r.responses
+        .iter()
+        .skip(1)
+        .zip(plan.claims.iter())
+        .find(|(resp, _)| matches!(resp, keelson_store::OpResult::Range(rr) if !rr.kvs.is_empty()))
+        .map(|(_, c)| c)
+}
+
+fn is_service(ctx: &Ctx) -> bool {
+    ctx.def.group.is_empty() && ctx.def.kind == "Service"
 }
 
 /// Kubernetes' generateName suffix alphabet (no vowels, no confusable characters).
@@ -223,6 +314,9 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
     }
     check_namespace(ctx).await?;
     strategy::prepare_create(def, &mut obj);
+    if is_crd(ctx) {
+        crate::crd::establish(&mut obj, None);
+    }
     {
         let meta = crate::meta::metadata_mut(&mut obj);
         for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
@@ -234,29 +328,39 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
     if strategy::tracks_generation(&obj) && def.kind != "Pod" {
         crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
     }
+    let base = obj.clone();
     for attempt in 0..8 {
+        let mut obj = base.clone();
         if let Some(prefix) = &generate {
             if attempt > 0 || crate::meta::name(&obj).is_none() {
                 let p: String = prefix.chars().take(58).collect();
                 crate::meta::metadata_mut(&mut obj).insert("name".into(), json!(format!("{p}{}", random_suffix())));
             }
         }
+        let plan = if is_service(ctx) { crate::alloc::plan(&ctx.api.ranges, &mut obj, None)? } else { Plan::default() };
         strategy::validate(def, &obj)?;
         let name = crate::meta::name(&obj).unwrap_or_default().to_string();
         if ctx.query.dry_run {
             return Ok((StatusCode::CREATED, obj));
         }
         let key = ctx.key(&name);
-        let r = cas_put(ctx, key, &obj, 0).await?;
+        let r = cas_put(ctx, key, &obj, 0, &plan).await?;
         if r.succeeded {
             crate::meta::set_resource_version(&mut obj, r.revision);
+            crd_written(ctx).await;
             return Ok((StatusCode::CREATED, obj));
+        }
+        if let Some(c) = clash(&r, &plan) {
+            if c.chosen {
+                return Err(crate::alloc::taken(&name, &c.key));
+            }
+            continue;
         }
         if generate.is_none() {
             return Err(ApiError::already_exists(&def.plural, &def.group, &name));
         }
     }
-    Err(ApiError::already_exists(&def.plural, &def.group, crate::meta::name(&obj).unwrap_or_default()))
+    Err(ApiError::already_exists(&def.plural, &def.group, crate::meta::name(&base).unwrap_or_default()))
 }
 
 /// Kinds whose PUT creates a missing object (Kubernetes' `AllowCreateOnUpdate`).
@@ -345,6 +449,15 @@ pub async fn store_update(
         }
     }
     strategy::apply_defaults(def, &mut new);
+    // A Service keeps, claims and releases its addresses in the same write.
+    let plan = if is_service(ctx) && !status_only {
+        crate::alloc::plan(&ctx.api.ranges, &mut new, Some(&old))?
+    } else {
+        Plan::default()
+    };
+    if is_crd(ctx) && !status_only {
+        crate::crd::establish(&mut new, Some(&old));
+    }
     strategy::validate(def, &new)?;
     strategy::validate_update(def, &new, &old)?;
     if strategy::tracks_generation(&new) && def.kind != "Pod" && new.get("spec") != old.get("spec") {
@@ -364,17 +477,24 @@ pub async fn store_update(
     let key = ctx.key(&name);
     // An object being deleted goes away when its last finalizer is removed.
     if new.pointer("/metadata/deletionTimestamp").is_some() && crate::meta::finalizers(&new).is_empty() {
-        let r = ctx.api.store.txn(Txn::cas_delete(key, old_rev)).await?;
+        let r = ctx.api.store.txn(crate::rest::delete::delete_txn(ctx, &new, key, old_rev)).await?;
         if !r.succeeded {
             return Err(ApiError::conflict(&def.plural, &def.group, &name));
         }
         crate::meta::set_resource_version(&mut new, r.revision);
+        crd_written(ctx).await;
         return Ok((StatusCode::OK, new));
     }
-    let r = cas_put(ctx, key, &new, old_rev).await?;
+    let r = cas_put(ctx, key, &new, old_rev, &plan).await?;
     if !r.succeeded {
-        return Err(ApiError::conflict(&def.plural, &def.group, &name));
+        return Err(match clash(&r, &plan) {
+            Some(c) if c.chosen => crate::alloc::taken(&name, &c.key),
+            // A randomly picked node port someone took meanwhile: a conflict, which the
+            // patch and scale loops retry with a new pick.
+            _ => ApiError::conflict(&def.plural, &def.group, &name),
+        });
     }
     crate::meta::set_resource_version(&mut new, r.revision);
+    crd_written(ctx).await;
     Ok((StatusCode::OK, new))
 }

@@ -69,15 +69,34 @@ v1.delete_namespaced_config_map("c", ns)
 # --- Service CRUD --------------------------------------------------------------
 svc = client.V1Service(
     metadata=client.V1ObjectMeta(name="s"),
-    spec=client.V1ServiceSpec(cluster_ip="10.0.0.20", selector={"app": "x"}, ports=[client.V1ServicePort(port=80)]),
+    spec=client.V1ServiceSpec(cluster_ip="10.96.0.20", selector={"app": "x"}, ports=[client.V1ServicePort(port=80)]),
 )
 v1.create_namespaced_service(ns, svc)
 got = v1.read_namespaced_service("s", ns)
 assert got.spec.ports[0].target_port == 80 and got.spec.session_affinity == "None", got.spec
+assert got.spec.cluster_ip == "10.96.0.20" and got.spec.cluster_ips == ["10.96.0.20"], got.spec
+# The address is held: another Service asking for it is refused with Kubernetes' words.
+try:
+    v1.create_namespaced_service(ns, client.V1Service(metadata=client.V1ObjectMeta(name="s2"), spec=svc.spec))
+    raise AssertionError("a second Service got the same ClusterIP")
+except ApiException as e:
+    assert e.status == 422 and "provided IP is already allocated" in json.loads(e.body)["message"], e.body
 v1.patch_namespaced_service("s", ns, {"spec": {"ports": [{"port": 80, "name": "http"}]}})
 got = v1.read_namespaced_service("s", ns)
 assert [p.name for p in got.spec.ports] == ["http"] and got.spec.ports[0].protocol == "TCP", got.spec.ports
 v1.delete_namespaced_service("s", ns)
+# Released on delete: the address can be had again.
+v1.create_namespaced_service(ns, client.V1Service(metadata=client.V1ObjectMeta(name="s2"), spec=svc.spec))
+v1.delete_namespaced_service("s2", ns)
+# NodePort: allocated from 30000-32767, and the kubernetes Service holds the first address.
+np = v1.create_namespaced_service(ns, client.V1Service(
+    metadata=client.V1ObjectMeta(name="np"),
+    spec=client.V1ServiceSpec(type="NodePort", selector={"app": "x"}, ports=[client.V1ServicePort(port=80)])))
+assert 30000 <= np.spec.ports[0].node_port <= 32767, np.spec.ports
+assert np.spec.cluster_ip.startswith("10.") and np.spec.cluster_ip != "10.96.0.1", np.spec.cluster_ip
+v1.delete_namespaced_service("np", ns)
+k = v1.read_namespaced_service("kubernetes", "default")
+assert k.spec.cluster_ip == "10.96.0.1" and k.spec.ports[0].port == 443, k.spec
 
 # --- ReplicationController CRUD, scale --------------------------------------------
 rc = client.V1ReplicationController(
