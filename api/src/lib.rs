@@ -19,6 +19,7 @@ pub mod discovery;
 mod events;
 mod meta;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod proto;
 pub mod reqinfo;
 pub mod resources;

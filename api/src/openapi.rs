@@ -15,6 +15,9 @@ use crate::resources::{Registry, ResourceDef, Storage};
 pub struct OpenApi {
     docs: BTreeMap<String, (Vec<u8>, String)>,
     root: Vec<u8>,
+    /// `/openapi/v2` as JSON and as gnostic protobuf.
+    pub v2_json: Vec<u8>,
+    pub v2_proto: Vec<u8>,
 }
 
 fn param(name: &str, location: &str, description: &str, required: bool) -> Value {
@@ -208,6 +211,7 @@ fn hash(bytes: &[u8]) -> String {
 impl OpenApi {
     pub fn build(reg: &Registry) -> OpenApi {
         let mut docs = BTreeMap::new();
+        let mut values = Vec::new();
         for (group, versions) in reg.groups() {
             for version in versions {
                 let mut gen = SchemaSettings::openapi3().into_generator();
@@ -251,6 +255,7 @@ impl OpenApi {
                     "components": {"schemas": schemas},
                 });
                 let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+                values.push(doc);
                 let key = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
                 let h = hash(&bytes);
                 docs.insert(key, (bytes, h));
@@ -261,7 +266,13 @@ impl OpenApi {
             .map(|(k, (_, h))| (k.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={h}")})))
             .collect();
         let root = serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default();
-        OpenApi { docs, root }
+        let v2 = crate::openapi_v2::document(values.iter(), &format!("v{}.{}.0", crate::KUBE_MAJOR, crate::KUBE_MINOR));
+        OpenApi {
+            docs,
+            root,
+            v2_json: serde_json::to_vec(&v2).unwrap_or_default(),
+            v2_proto: crate::openapi_v2::to_proto(&v2),
+        }
     }
 
     /// The document at `/openapi/v3[/<gv>]`, with its hash (for ETag).

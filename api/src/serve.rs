@@ -319,6 +319,17 @@ where
                     None => error_response(&ApiError::no_route(&path)),
                 }
             }
+            Route::OpenApi(p) if method == Method::GET && p == "/openapi/v2" => {
+                let docs = openapi_docs(api);
+                let (ct, bytes) = if accept.contains("protobuf") {
+                    (crate::openapi_v2::PROTO_MEDIA_TYPE, docs.v2_proto.clone())
+                } else {
+                    ("application/json", docs.v2_json.clone())
+                };
+                let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed());
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+                r
+            }
             Route::OpenApi(_) => error_response(&ApiError::no_route(&path)),
             Route::CoreGroups | Route::Groups | Route::Group(_) | Route::GroupVersion { .. } => {
                 error_response(&ApiError::method_not_allowed(format!("{method} is not supported on {path}")))

@@ -202,9 +202,9 @@ async fn scenarios(up: &Up, version: &str) {
 
     // A namespace and a multi-document manifest.
     let ns_doc = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
-    // kubectl 1.27 validates against the protobuf OpenAPI v2 document, which is not served
-    // yet; 1.32 and 1.33 read /openapi/v3 and leave validation to the server.
-    let validate: &[&str] = if version == "1.27" { &["--validate=false"] } else { &[] };
+    // kubectl 1.27 learns from the protobuf /openapi/v2 document, 1.32 and 1.33 from
+    // /openapi/v3, that PATCH takes fieldValidation, and leave validation to the server.
+    let validate: &[&str] = &[];
     k.ok_stdin(&[&["create"], validate, &["-f", "-"]].concat(), Some(&ns_doc)).await;
     // kubectl maps a CronTab with the discovery it fetched before the CRD existed, and a
     // freshly fetched discovery is not re-read on a miss: against Kubernetes too the first
@@ -217,13 +217,7 @@ async fn scenarios(up: &Up, version: &str) {
         "{out}"
     );
     if !ok {
-        // 1.27 fails to map the CronTab; 1.32+ first look for its schema in the OpenAPI v3
-        // index fetched before the CRD existed, then in /openapi/v2 (not served yet).
-        assert!(
-            err.contains("ensure CRDs are installed first")
-                || err.contains("error validating data: the server could not find the requested resource"),
-            "{err}"
-        );
+        assert!(err.contains("ensure CRDs are installed first"), "{err}");
         let out = k.ok_stdin(&[&["apply"], validate, &["-f", "-"]].concat(), Some(&manifest(&ns))).await;
         assert!(out.contains(&format!("crontab.{ns}.example.com/nightly created")), "{out}");
     } else {
@@ -258,11 +252,9 @@ async fn scenarios(up: &Up, version: &str) {
     assert!(out.contains("scaled"), "{out}");
     let out = k.ok(&["get", "ct", "nightly", "-n", &ns, "-o", "jsonpath={.spec.replicas}"]).await;
     assert_eq!(out, "3");
-    if version != "1.27" {
-        let out = k.ok(&["explain", "crontabs.spec"]).await;
-        assert!(out.contains("cronSpec") && out.contains("replicas"), "{out}");
-    }
-    if version != "1.27" {
+    let out = k.ok(&["explain", "crontabs.spec"]).await;
+    assert!(out.contains("cronSpec") && out.contains("replicas"), "{out}");
+    {
         // Server-side field validation: Strict refuses an unknown field, Warn stores without it.
         let bad = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: odd\n  namespace: {ns}\nfoo: 1\n");
         let (ok, out, err) = k.run_stdin(&["apply", "-f", "-"], Some(&bad)).await;
