@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod crd;
 pub mod discovery;
 mod events;
+pub mod managed;
 mod meta;
 pub mod openapi;
 pub mod openapi_v2;

@@ -406,6 +406,25 @@ async fn scenarios(up: &Up, version: &str) {
     let out = k.ok(&["auth", "can-i", "create", "pods", "-n", &ns]).await;
     assert_eq!(out.trim(), "yes");
 
+    // Server-side apply: a conflict with the creator's field, forced, then a field the
+    // applier stops applying goes away.
+    k.ok(&["create", "configmap", "ssa", "--from-literal=a=0", "-n", &ns]).await;
+    let cfg = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: {ns}\ndata:\n{data}")
+    };
+    let (ok, out, err) = k.run_stdin(&["apply", "--server-side", "-f", "-"], Some(&cfg("  a: \"1\"\n"))).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.a"#), "{err}");
+    let out = k.ok_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&cfg("  a: \"1\"\n"))).await;
+    assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
+    let out = k.ok(&["get", "cm", "ssa", "-n", &ns, "-o", "jsonpath={.data}"]).await;
+    assert_eq!(out, r#"{"a":"1"}"#);
+    k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&cfg("  b: \"2\"\n"))).await;
+    let out = k.ok(&["get", "cm", "ssa", "-n", &ns, "-o", "jsonpath={.data}"]).await;
+    assert_eq!(out, r#"{"b":"2"}"#, "a was owned by the applier alone after the forced apply");
+    let out = k.ok(&["get", "cm", "ssa", "-n", &ns, "-o", "jsonpath={.metadata.managedFields[*].manager}"]).await;
+    assert_eq!(out, "kubectl");
+
     // ServiceAccount tokens (TokenRequest; protobuf on 1.32+): the token authenticates as
     // the ServiceAccount (forbidden to list pods until RBAC), garbage and tokens of a
     // deleted ServiceAccount get 401.

@@ -1,5 +1,6 @@
 //! The verbs on resources: dispatch by method, path shape and subresource.
 
+mod apply;
 mod delete;
 mod patch;
 mod read;
@@ -9,6 +10,7 @@ mod token;
 mod watch;
 mod write;
 
+pub(crate) use patch::merge_key_at;
 pub(crate) use write::alloc_ops;
 
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub(crate) struct Ctx {
     pub user: UserInfo,
     pub output: Output,
     pub content_type: Option<String>,
+    /// The client's `User-Agent` (the default field manager's name comes from it).
+    pub user_agent: Option<String>,
     /// `Warning` headers for the response (unknown fields under fieldValidation=Warn).
     pub warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -57,6 +61,24 @@ impl Ctx {
 
     pub fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(&self.def.plural, &self.def.group, name)
+    }
+
+    /// The field manager of a write: `fieldManager`, else the User-Agent's product name
+    /// (Kubernetes' default).
+    pub fn manager(&self) -> String {
+        if let Some(m) = self.query.field_manager.as_deref().filter(|m| !m.is_empty()) {
+            return m.to_string();
+        }
+        let ua = self.user_agent.as_deref().unwrap_or("unknown");
+        ua.split('/').next().unwrap_or(ua).chars().filter(|c| !c.is_control()).take(128).collect()
+    }
+
+    /// How lists merge for this kind (a CRD schema's list types, or the built-in keys).
+    pub fn lists(&self) -> crate::managed::Lists<'_> {
+        match &self.def.custom {
+            Some(c) => crate::managed::Lists::Schema(&c.schema),
+            None => crate::managed::Lists::Builtin,
+        }
     }
 
     pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
@@ -144,6 +166,7 @@ where
         user,
         output,
         content_type,
+        user_agent: req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
         warnings: std::sync::Mutex::new(Vec::new()),
     };
     let mut resp = route_verb(&ctx, req, verb).await?;

@@ -1,5 +1,5 @@
 //! PATCH: JSON patch (RFC 6902), merge patch (RFC 7386) and strategic merge patch with
-//! Kubernetes' merge keys and directives. Server-side apply is not served yet (415).
+//! Kubernetes' merge keys and directives; server-side apply is in `apply.rs`.
 
 use http::{Response, StatusCode};
 use serde_json::{Map, Value};
@@ -46,7 +46,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Service ports merge on `port`, container ports on `containerPort`.
-fn merge_key_at(path: &[String], field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key_at(path: &[String], field: &str) -> Option<&'static str> {
     if field == "ports" && path.last().map(String::as_str) == Some("spec") && path.len() == 1 {
         return Some("port");
     }
@@ -184,9 +184,9 @@ pub fn apply_patch(kind: Media, obj: &mut Value, bytes: &[u8]) -> Result<(), Api
             }
             strategic_merge(obj, &p)
         }
-        Media::ApplyPatch => {
-            Err(ApiError::unsupported_media_type("application/apply-patch+yaml (server-side apply is not served yet)"))
-        }
+        Media::ApplyPatch => Err(ApiError::unsupported_media_type(
+            "application/apply-patch+yaml is only served on the resource itself (server-side apply)",
+        )),
         other => Err(ApiError::unsupported_media_type(&format!("{other:?} is not a patch type"))),
     }
 }
@@ -200,6 +200,9 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
         return Err(ApiError::unsupported_media_type(
             "application/strategic-merge-patch+json: strategic merge patch is not supported for custom resources; use a JSON merge patch or a JSON patch",
         ));
+    }
+    if kind == Media::ApplyPatch && !super::write::is_status(ctx) {
+        return super::apply::apply(ctx, bytes).await;
     }
     let name = ctx.name().to_string();
     for _ in 0..8 {

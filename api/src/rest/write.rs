@@ -245,6 +245,11 @@ fn clash<'a>(r: &keelson_store::TxnResult, plan: &'a Plan) -> Option<&'a Claim> 
         .map(|(_, c)| c)
 }
 
+/// Server-side apply records its own managed fields.
+fn is_apply(ctx: &Ctx) -> bool {
+    media(ctx.content_type.as_deref()).ok() == Some(crate::body::Media::ApplyPatch)
+}
+
 fn is_service(ctx: &Ctx) -> bool {
     ctx.def.group.is_empty() && ctx.def.kind == "Service"
 }
@@ -327,6 +332,9 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
     }
     if strategy::tracks_generation(&obj) && def.kind != "Pod" {
         crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
+    }
+    if !is_apply(ctx) {
+        crate::managed::record_update(None, &mut obj, &ctx.manager(), &def.api_version(), None, &ctx.lists());
     }
     let base = obj.clone();
     for attempt in 0..8 {
@@ -460,6 +468,10 @@ pub async fn store_update(
     }
     strategy::validate(def, &new)?;
     strategy::validate_update(def, &new, &old)?;
+    if !is_apply(ctx) {
+        let sub = status_only.then_some("status");
+        crate::managed::record_update(Some(&old), &mut new, &ctx.manager(), &def.api_version(), sub, &ctx.lists());
+    }
     if strategy::tracks_generation(&new) && def.kind != "Pod" && new.get("spec") != old.get("spec") {
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         crate::meta::metadata_mut(&mut new).insert("generation".into(), json!(g + 1));
