@@ -22,6 +22,7 @@ mod meta;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod proto;
+pub mod quantity;
 pub mod reqinfo;
 pub mod resources;
 mod rest;

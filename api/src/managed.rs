@@ -253,10 +253,8 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
         if depth > 64 {
             return;
         }
-        if m.is_empty() || m.contains_key(".") {
-            if !path.is_empty() {
-                out.insert(path.clone());
-            }
+        if (m.is_empty() || m.contains_key(".")) && !path.is_empty() {
+            out.insert(path.clone());
         }
         for (k, child) in m {
             let step = if let Some(f) = k.strip_prefix("f:") {

@@ -693,3 +693,38 @@ async fn kubelets_may_only_touch_their_own_node_and_pods() {
         assert_eq!(code, want, "{path}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_ranges_default_and_bound_containers() {
+    let up = Up::start().await;
+    let lr = r#"{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"lr"},"spec":{"limits":[{"type":"Container","max":{"cpu":"1"},"min":{"memory":"16Mi"},"default":{"cpu":"500m","memory":"64Mi"},"defaultRequest":{"cpu":"250m"}}]}}"#;
+    let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/default/limitranges", lr).await;
+    assert_eq!(code, 201, "{body}");
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, resources: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"containers":[{{"name":"c","image":"busybox","resources":{resources}}}]}}}}"#
+        )
+    };
+    // Defaults: limits from `default`, requests from `defaultRequest`, else the limit.
+    let (code, body) = send_json(&up, "POST", pods, &pod("plain", "{}")).await;
+    assert_eq!(code, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["spec"]["containers"][0]["resources"],
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m", "memory": "64Mi"}}),
+        "{body}"
+    );
+    // Bounds: over the max, under the min → 403 in Kubernetes' words; nothing stored.
+    let (code, body) = send_json(&up, "POST", pods, &pod("big", r#"{"limits":{"cpu":"2"}}"#)).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(r#"pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#),
+        "{body}"
+    );
+    let (code, body) = send_json(&up, "POST", pods, &pod("small", r#"{"requests":{"memory":"1Mi"}}"#)).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("minimum memory usage per Container is 16Mi, but request is 1Mi"), "{body}");
+    let (code, _) = curl(&up.pki(), &up.api, true, &[&format!("{pods}/big")]).await;
+    assert_eq!(code, 404);
+}

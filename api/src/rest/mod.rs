@@ -1,5 +1,6 @@
 //! The verbs on resources: dispatch by method, path shape and subresource.
 
+mod admission;
 mod apply;
 mod delete;
 mod patch;

@@ -319,6 +319,9 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
     }
     check_namespace(ctx).await?;
     strategy::prepare_create(def, &mut obj);
+    if def.group.is_empty() && def.kind == "Pod" {
+        super::admission::limit_ranger(ctx, &mut obj).await?;
+    }
     if is_crd(ctx) {
         crate::crd::establish(&mut obj, None);
     }
