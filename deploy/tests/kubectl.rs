@@ -695,7 +695,7 @@ async fn kubelets_may_only_touch_their_own_node_and_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limit_ranges_default_and_bound_containers() {
+async fn limit_ranges_and_quotas_admit_pods() {
     let up = Up::start().await;
     let lr = r#"{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"lr"},"spec":{"limits":[{"type":"Container","max":{"cpu":"1"},"min":{"memory":"16Mi"},"default":{"cpu":"500m","memory":"64Mi"},"defaultRequest":{"cpu":"250m"}}]}}"#;
     let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/default/limitranges", lr).await;
@@ -727,4 +727,27 @@ async fn limit_ranges_default_and_bound_containers() {
     assert!(body.contains("minimum memory usage per Container is 16Mi, but request is 1Mi"), "{body}");
     let (code, _) = curl(&up.pki(), &up.api, true, &[&format!("{pods}/big")]).await;
     assert_eq!(code, 404);
+
+    // ResourceQuota: counted from the store at admission, status.used written with the create.
+    let rq = r#"{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"compute"},"spec":{"hard":{"pods":"3","limits.cpu":"1"}}}"#;
+    let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/default/resourcequotas", rq).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send_json(&up, "POST", pods, &pod("p2", "{}")).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send_json(&up, "POST", pods, &pod("p3", "{}")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(r#"pods \"p3\" is forbidden: exceeded quota: compute, requested: limits.cpu=500m, used: limits.cpu=1, limited: limits.cpu=1"#),
+        "{body}"
+    );
+    let (code, body) = curl(&up.pki(), &up.api, true, &["/api/v1/namespaces/default/resourcequotas/compute"]).await;
+    assert_eq!(code, 200, "{body}");
+    let q: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["status"]["used"], serde_json::json!({"pods": "2", "limits.cpu": "1"}), "{body}");
+    // A delete frees its share for the next create.
+    let (code, body) =
+        curl(&up.pki(), &up.api, true, &["-X", "DELETE", &format!("{pods}/p2?gracePeriodSeconds=0")]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send_json(&up, "POST", pods, &pod("p3", "{}")).await;
+    assert_eq!(code, 201, "{body}");
 }

@@ -4,6 +4,7 @@ mod admission;
 mod apply;
 mod delete;
 mod patch;
+mod quota;
 mod read;
 mod review;
 mod scale;

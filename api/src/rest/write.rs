@@ -194,10 +194,21 @@ async fn cas_put(
     obj: &Value,
     expected: i64,
     plan: &Plan,
+    quota: &[super::quota::QuotaWrite],
 ) -> Result<keelson_store::TxnResult, ApiError> {
+    use keelson_store::{Compare, KeyRange, Op, PutRequest, RangeRequest};
     let mut txn = Txn::cas_put(key, storage::encode(obj)?, expected);
     let owner = format!("{}/{}", ctx.namespace().unwrap_or_default(), crate::meta::name(obj).unwrap_or_default());
     alloc_ops(&mut txn, plan, &owner);
+    for q in quota {
+        txn.compares.push(Compare::mod_revision(q.key.clone(), q.revision));
+        txn.success.push(Op::Put(PutRequest {
+            key: q.key.clone().into_bytes(),
+            value: q.value.clone(),
+            ..Default::default()
+        }));
+        txn.failure.push(Op::Range(RangeRequest::new(KeyRange::single(q.key.clone()))));
+    }
     if !crate::events::expires(&ctx.def.group, &ctx.def.kind) {
         return Ok(ctx.api.store.txn(txn).await?);
     }
@@ -354,8 +365,9 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         if ctx.query.dry_run {
             return Ok((StatusCode::CREATED, obj));
         }
+        let quota = super::quota::check(ctx, &obj).await?;
         let key = ctx.key(&name);
-        let r = cas_put(ctx, key, &obj, 0, &plan).await?;
+        let r = cas_put(ctx, key, &obj, 0, &plan, &quota).await?;
         if r.succeeded {
             crate::meta::set_resource_version(&mut obj, r.revision);
             crd_written(ctx).await;
@@ -365,6 +377,11 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
             if c.chosen {
                 return Err(crate::alloc::taken(&name, &c.key));
             }
+            continue;
+        }
+        let exists = matches!(r.responses.first(), Some(keelson_store::OpResult::Range(rr)) if !rr.kvs.is_empty());
+        if !exists {
+            // A quota changed under us (another create in the namespace): count again.
             continue;
         }
         if generate.is_none() {
@@ -500,7 +517,7 @@ pub async fn store_update(
         crd_written(ctx).await;
         return Ok((StatusCode::OK, new));
     }
-    let r = cas_put(ctx, key, &new, old_rev, &plan).await?;
+    let r = cas_put(ctx, key, &new, old_rev, &plan, &[]).await?;
     if !r.succeeded {
         return Err(match clash(&r, &plan) {
             Some(c) if c.chosen => crate::alloc::taken(&name, &c.key),
