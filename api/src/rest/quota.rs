@@ -80,10 +80,15 @@ fn shown(key: &str, milli: i128) -> String {
 }
 
 /// Check the namespace's quotas for a new object; the rewrites to make with it.
-pub async fn check(ctx: &Ctx, obj: &Value) -> Result<Vec<QuotaWrite>, ApiError> {
+/// `fresh`: read through the leader (a retry after the guard failed on a lagging master).
+pub async fn check(ctx: &Ctx, obj: &Value, fresh: bool) -> Result<Vec<QuotaWrite>, ApiError> {
     let Some(ns) = ctx.namespace() else { return Ok(vec![]) };
     let Some(qdef) = ctx.api.registry.find("", "v1", "resourcequotas") else { return Ok(vec![]) };
-    let quotas = ctx.api.store.range(RangeRequest::new(KeyRange::prefix(format!("{}{ns}/", qdef.key_prefix)))).await?;
+    // Local reads: the quota's revision guard makes the write fail if any create counted
+    // against it since, and the objects are read after the quota, so every create that
+    // bumped it is in the count (Kubernetes reads both from informer caches).
+    let local = |prefix: String| RangeRequest { serializable: !fresh, ..RangeRequest::new(KeyRange::prefix(prefix)) };
+    let quotas = ctx.api.store.range(local(format!("{}{ns}/", qdef.key_prefix))).await?;
     if quotas.kvs.is_empty() {
         return Ok(vec![]);
     }
@@ -102,11 +107,7 @@ pub async fn check(ctx: &Ctx, obj: &Value) -> Result<Vec<QuotaWrite>, ApiError> 
                 continue;
             };
             if current.is_none() {
-                let r = ctx
-                    .api
-                    .store
-                    .range(RangeRequest::new(KeyRange::prefix(format!("{}{ns}/", ctx.def.key_prefix))))
-                    .await?;
+                let r = ctx.api.store.range(local(format!("{}{ns}/", ctx.def.key_prefix))).await?;
                 current = Some(r.kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect());
             }
             let in_use: i128 = current.iter().flatten().filter_map(|o| usage_of(ctx, key, o)).sum();

@@ -365,7 +365,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         if ctx.query.dry_run {
             return Ok((StatusCode::CREATED, obj));
         }
-        let quota = super::quota::check(ctx, &obj).await?;
+        let quota = super::quota::check(ctx, &obj, attempt > 0).await?;
         let key = ctx.key(&name);
         let r = cas_put(ctx, key, &obj, 0, &plan, &quota).await?;
         if r.succeeded {
