@@ -54,6 +54,25 @@ pub(crate) async fn allowed(api: &Api, node: &str, a: &Attributes<'_>) -> bool {
     }
 }
 
+/// NodeRestriction on creates: the URL of a create names no object, so the Node or Lease
+/// a kubelet creates must be its own by the body's name.
+pub fn check_create(user: &UserInfo, group: &str, resource: &str, obj: &Value) -> Result<(), crate::status::ApiError> {
+    let Some(node) = node_name(user) else { return Ok(()) };
+    if user.in_group("system:masters")
+        || !matches!((group, resource), ("", "nodes") | ("coordination.k8s.io", "leases"))
+    {
+        return Ok(());
+    }
+    let name = crate::meta::name(obj).unwrap_or_default();
+    if name == node {
+        return Ok(());
+    }
+    Err(crate::status::ApiError::forbidden(format!(
+        "{} \"{name}\" is forbidden: node \"{node}\" is not allowed to modify {resource} other than its own",
+        crate::status::qualified(resource, group)
+    )))
+}
+
 async fn pod_on_node(api: &Api, a: &Attributes<'_>, node: &str) -> bool {
     let (Some(ns), Some(name)) = (a.namespace, a.name) else { return false };
     let Some(def) = api.registry.find("", "v1", "pods") else { return false };

@@ -640,6 +640,8 @@ async fn kubelets_may_only_touch_their_own_node_and_pods() {
     // Its own Node and Lease: yes; another node's: no.
     let (code, body) = as_n1("POST", "/api/v1/nodes".into(), Some(node("n1"))).await;
     assert_eq!(code, 201, "{body}");
+    let (code, body) = as_n1("POST", "/api/v1/nodes".into(), Some(node("n3"))).await;
+    assert_eq!(code, 403, "another node by the body's name: {body}");
     let (code, body) = as_n1("PUT", "/api/v1/nodes/n2".into(), Some(node("n2"))).await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains(r#"User \"system:node:n1\" cannot update resource \"nodes\""#), "{body}");

@@ -329,6 +329,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         ));
     }
     check_namespace(ctx).await?;
+    crate::authz_node::check_create(&ctx.user, &def.group, &def.plural, &obj)?;
     strategy::prepare_create(def, &mut obj);
     if def.group.is_empty() && def.kind == "Pod" {
         super::admission::limit_ranger(ctx, &mut obj).await?;
