@@ -209,6 +209,28 @@ pub fn establish(crd: &mut Value, old: Option<&Value>) {
 
 type Cause = (String, String, String);
 
+/// Kubernetes' own API groups with a dot (CRDs may not take them).
+const BUILTIN_GROUPS: &[&str] = &[
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
+
 fn required(field: &str) -> Cause {
     (field.to_string(), "FieldValueRequired".into(), "Required value".into())
 }
@@ -228,6 +250,18 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
         causes.push(required("spec.group"));
     } else if !crate::strategy::is_dns1123_subdomain(group) || !group.contains('.') {
         causes.push(invalid("spec.group", group, "should be a domain with at least one dot"));
+    } else if BUILTIN_GROUPS.contains(&group) {
+        // Its objects would live under a built-in prefix (and deleting the CRD would take
+        // them with it).
+        causes.push(invalid("spec.group", group, "is served by the API server itself"));
+    } else if (group == "k8s.io" || group.ends_with(".k8s.io") || group.ends_with(".kubernetes.io"))
+        && crd.pointer("/metadata/annotations/api-approved.kubernetes.io").is_none()
+    {
+        causes.push((
+            "metadata.annotations[api-approved.kubernetes.io]".into(),
+            "FieldValueRequired".into(),
+            "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111".into(),
+        ));
     }
     if plural.is_empty() {
         causes.push(required("spec.names.plural"));
@@ -359,6 +393,23 @@ pub(crate) async fn sync(api: Arc<Api>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protected_groups_are_refused() {
+        let crd = |group: &str, annotated: bool| {
+            let mut c = json!({"metadata": {"name": format!("things.{group}")}, "spec": {"group": group, "scope": "Cluster",
+                "names": {"plural": "things", "kind": "Thing"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
+            if annotated {
+                c["metadata"]["annotations"] = json!({"api-approved.kubernetes.io": "unapproved"});
+            }
+            validate(&c).into_iter().map(|c| c.0).collect::<Vec<_>>()
+        };
+        assert!(crd("example.com", false).is_empty());
+        assert_eq!(crd("apiextensions.k8s.io", true), ["spec.group"]);
+        assert_eq!(crd("widgets.k8s.io", false), ["metadata.annotations[api-approved.kubernetes.io]"]);
+        assert!(crd("widgets.k8s.io", true).is_empty());
+    }
 
     #[test]
     fn versions_sort_as_kubernetes_does() {
