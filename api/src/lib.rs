@@ -21,6 +21,8 @@ pub mod managed;
 mod meta;
 pub mod openapi;
 pub mod openapi_v2;
+#[cfg(test)]
+mod proptests;
 pub mod proto;
 pub mod quantity;
 pub mod reqinfo;

@@ -12,6 +12,8 @@ mod token;
 mod watch;
 mod write;
 
+#[cfg(test)]
+pub(crate) use patch::apply_patch;
 pub(crate) use patch::merge_key_at;
 pub(crate) use write::alloc_ops;
 
