@@ -1,5 +1,6 @@
 //! `keelson bench …`: load generators that print their figures.
 
+mod api;
 mod fsync;
 mod store;
 
@@ -10,10 +11,13 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// Load an etcd v3 endpoint (keelson or etcd) with puts or ranges.
     Store(store::StoreBenchArgs),
+    /// Load the Kubernetes API over HTTPS: create/get/list/watch, a 10,000-pod LIST, many watchers.
+    Api(api::ApiBenchArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Store(a) => store::run(a).await,
+        BenchCmd::Api(a) => api::run(a).await,
     }
 }
