@@ -21,8 +21,9 @@ pub struct SubresourceDef {
     pub kind: Option<(&'static str, &'static str, &'static str)>,
 }
 
-const STATUS: SubresourceDef = SubresourceDef { name: "status", verbs: &["get", "patch", "update"], kind: None };
-const SCALE: SubresourceDef =
+pub(crate) const STATUS: SubresourceDef =
+    SubresourceDef { name: "status", verbs: &["get", "patch", "update"], kind: None };
+pub(crate) const SCALE: SubresourceDef =
     SubresourceDef { name: "scale", verbs: &["get", "patch", "update"], kind: Some(("autoscaling", "v1", "Scale")) };
 
 /// How a kind is stored and served.

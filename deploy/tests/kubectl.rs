@@ -433,15 +433,12 @@ async fn scenarios(up: &Up, version: &str) {
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     let auth = format!("Authorization: Bearer {token}");
     let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
-    let (code, body) = curl_api(
-        &up.pki(),
-        false,
-        30,
-        &up.api,
-        &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "--data", review],
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-    )
-    .await;
+    let whoami = || {
+        let args = ["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "--data", review];
+        let pki = up.pki();
+        async move { curl_api(&pki, false, 30, &up.api, &args, "/apis/authentication.k8s.io/v1/selfsubjectreviews").await }
+    };
+    let (code, body) = whoami().await;
     assert_eq!(code, 201, "{body}");
     assert!(body.contains(&format!("\"username\":\"system:serviceaccount:{ns}:builder\"")), "{body}");
     assert!(body.contains(&format!("\"system:serviceaccounts:{ns}\"")), "{body}");
@@ -457,15 +454,7 @@ async fn scenarios(up: &Up, version: &str) {
             .await;
     assert_eq!(code, 401);
     k.ok(&["delete", "serviceaccount", "builder", "-n", &ns]).await;
-    let (code, body) = curl_api(
-        &up.pki(),
-        false,
-        30,
-        &up.api,
-        &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "--data", review],
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-    )
-    .await;
+    let (code, body) = whoami().await;
     assert_eq!(code, 401, "the ServiceAccount is gone: {body}");
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use keelson_store::{KeyRange, RangeRequest, WatchRequest};
 use serde_json::{json, Value};
 
-use crate::resources::{ResourceDef, Storage, SubresourceDef, STORED_VERBS};
+use crate::resources::{ResourceDef, Storage, SCALE, STATUS, STORED_VERBS};
 use crate::serve::Api;
 
 /// The store prefix of the CRDs themselves.
@@ -42,10 +42,6 @@ pub struct CustomDef {
     pub printer_columns: Vec<Value>,
     pub scale: Option<ScalePaths>,
 }
-
-const STATUS: SubresourceDef = SubresourceDef { name: "status", verbs: &["get", "patch", "update"], kind: None };
-const SCALE: SubresourceDef =
-    SubresourceDef { name: "scale", verbs: &["get", "patch", "update"], kind: Some(("autoscaling", "v1", "Scale")) };
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()

@@ -77,14 +77,7 @@ impl Pruner {
                     if meta && is_meta_field(k) {
                         return true;
                     }
-                    let sub = match s.props().and_then(|p| p.get(k.as_str())) {
-                        Some(pv) => Some(sch(pv)),
-                        None => match s.additional() {
-                            Additional::Absent => None,
-                            Additional::Bool(_) => Some(None),
-                            Additional::Schema(a) => Some(Some(a)),
-                        },
-                    };
+                    let sub = member(s, k);
                     match sub {
                         None => {
                             self.record(k);
@@ -136,14 +129,7 @@ impl Pruner {
                     if meta && is_meta_field(k) {
                         continue;
                     }
-                    let sub = match s.props().and_then(|p| p.get(k.as_str())) {
-                        Some(pv) => Some(sch(pv)),
-                        None => match s.additional() {
-                            Additional::Absent => None,
-                            Additional::Bool(_) => Some(None),
-                            Additional::Schema(a) => Some(Some(a)),
-                        },
-                    };
+                    let sub = member(s, k);
                     if let Some(child_schema) = sub {
                         let len = self.enter_key(k);
                         self.node(v, child_schema, false, depth + 1);
@@ -192,5 +178,18 @@ impl Pruner {
             }
         }
         self.path.truncate(base);
+    }
+}
+
+/// The schema of an object's member `k`: `None` when the schema does not allow it,
+/// `Some(None)` when it is allowed without a schema (`additionalProperties: true`).
+fn member<'a>(s: Sch<'a>, k: &str) -> Option<Option<Sch<'a>>> {
+    match s.props().and_then(|p| p.get(k)) {
+        Some(pv) => Some(sch(pv)),
+        None => match s.additional() {
+            Additional::Absent => None,
+            Additional::Bool(_) => Some(None),
+            Additional::Schema(a) => Some(Some(a)),
+        },
     }
 }
