@@ -33,12 +33,9 @@ pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
 
 /// The user of a bearer token, or `None` (→ 401) when it is not valid now.
 pub(crate) async fn from_bearer(api: &crate::serve::Api, token: &str) -> Option<UserInfo> {
-    use crate::storage::{self, Freshness};
+    use crate::storage::{get_core, live_uid};
     let get = |plural: &'static str, ns: String, name: String| async move {
-        let def = api.registry.find("", "v1", plural)?;
-        let (kv, _) =
-            storage::get(&api.store, &storage::object_key(&def, Some(&ns), &name), Freshness::Latest).await.ok()?;
-        storage::decode(&kv?).ok()
+        get_core(api, plural, &ns, &name).await.ok().flatten()
     };
     let now = jiff::Timestamp::now().as_second();
     if let Some((id, secret)) = crate::tokens::parse_bootstrap(token) {
@@ -46,11 +43,7 @@ pub(crate) async fn from_bearer(api: &crate::serve::Api, token: &str) -> Option<
         return crate::tokens::bootstrap_user(&obj, id, secret, now);
     }
     let claims = crate::tokens::verify(api.tokens.as_ref()?, token, &[crate::tokens::ISSUER])?;
-    let live = |obj: Option<serde_json::Value>, uid: &str| {
-        obj.is_some_and(|o| {
-            o.pointer("/metadata/deletionTimestamp").is_none() && crate::meta::str_field(&o, "uid") == Some(uid)
-        })
-    };
+    let live = |obj: Option<serde_json::Value>, uid: &str| obj.as_ref().and_then(live_uid).as_deref() == Some(uid);
     let ns = claims.kube.namespace.clone();
     let sa = &claims.kube.serviceaccount;
     if !live(get("serviceaccounts", ns.clone(), sa.name.clone()).await, &sa.uid) {

@@ -208,6 +208,26 @@ pub async fn list(
     }
 }
 
+/// A core/v1 object by namespace and name (a linearizable read), decoded.
+pub(crate) async fn get_core(
+    api: &crate::serve::Api,
+    plural: &str,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    let Some(def) = api.registry.find("", "v1", plural) else { return Ok(None) };
+    let (kv, _) = get(&api.store, &object_key(&def, Some(ns), name), Freshness::Latest).await?;
+    kv.as_ref().map(decode).transpose()
+}
+
+/// The uid of an object that is not being deleted (what a token bound to it checks).
+pub(crate) fn live_uid(obj: &Value) -> Option<String> {
+    if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        return None;
+    }
+    Some(crate::meta::str_field(obj, "uid").unwrap_or_default().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

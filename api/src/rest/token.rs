@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::serve::{json_response, Body};
 use crate::status::ApiError;
-use crate::storage::{self, Freshness};
+use crate::storage;
 use crate::tokens::{self, Claims, KubeClaims, Ref};
 
 fn invalid(name: &str, field: &str, message: String) -> ApiError {
@@ -20,14 +20,7 @@ fn invalid(name: &str, field: &str, message: String) -> ApiError {
 
 /// The uid of a live object (the ServiceAccount, or the Pod/Secret a token is bound to).
 async fn uid_of(ctx: &Ctx, plural: &str, ns: &str, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(def) = ctx.api.registry.find("", "v1", plural) else { return Ok(None) };
-    let (kv, _) = storage::get(&ctx.api.store, &storage::object_key(&def, Some(ns), name), Freshness::Latest).await?;
-    let Some(kv) = kv else { return Ok(None) };
-    let obj = storage::decode(&kv)?;
-    if obj.pointer("/metadata/deletionTimestamp").is_some() {
-        return Ok(None);
-    }
-    Ok(Some(crate::meta::str_field(&obj, "uid").unwrap_or_default().to_string()))
+    Ok(storage::get_core(&ctx.api, plural, ns, name).await?.as_ref().and_then(storage::live_uid))
 }
 
 pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response<Body>, ApiError> {
