@@ -1,6 +1,7 @@
 //! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`
-//! and `kube-node-lease`, and the `kubernetes` Service in `default` (the first ClusterIP,
-//! port 443). Created if absent, by whichever master gets there first.
+//! and `kube-node-lease` (each with its `default` ServiceAccount), and the `kubernetes`
+//! Service in `default` (the first ClusterIP, port 443). Created if absent, by whichever
+//! master gets there first.
 
 use keelson_store::Txn;
 use serde_json::json;
@@ -22,8 +23,26 @@ pub(crate) async fn run(api: &Api) -> Result<(), ApiError> {
         meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
         // Absent → create; present → leave it (the txn reads it back, nothing is written).
         api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
+        default_service_account(api, ns).await?;
     }
     kubernetes_service(api).await
+}
+
+/// A namespace's `default` ServiceAccount, created if absent (pods run as it, and
+/// ServiceAccount admission refuses pods whose account is missing). Written with every
+/// namespace create and at startup for the built-in namespaces; the leader's ServiceAccount
+/// controller will also recreate a deleted one once controllers run.
+pub(crate) async fn default_service_account(api: &Api, ns: &str) -> Result<(), ApiError> {
+    let def = api
+        .registry
+        .find("", "v1", "serviceaccounts")
+        .ok_or_else(|| ApiError::internal("serviceaccounts are not registered"))?;
+    let key = crate::storage::object_key(&def, Some(ns), "default");
+    let obj = json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {
+        "name": "default", "namespace": ns,
+        "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": crate::meta::now_rfc3339()}});
+    api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
+    Ok(())
 }
 
 async fn kubernetes_service(api: &Api) -> Result<(), ApiError> {

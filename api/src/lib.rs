@@ -14,6 +14,7 @@ pub mod authz;
 pub mod authz_node;
 mod body;
 pub mod bootstrap;
+pub mod convert;
 pub mod crd;
 pub mod discovery;
 mod events;
@@ -21,6 +22,7 @@ pub mod managed;
 mod meta;
 pub mod openapi;
 pub mod openapi_v2;
+mod printers;
 #[cfg(test)]
 mod proptests;
 pub mod proto;

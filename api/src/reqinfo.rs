@@ -117,6 +117,8 @@ pub struct Query {
     pub propagation_policy: Option<String>,
     pub grace_period_seconds: Option<i64>,
     pub pretty: bool,
+    /// `container` of pods/log, exec and attach.
+    pub container: Option<String>,
 }
 
 /// Booleans as clients send them: `true`, `True`, `1` (Python sends `True`).
@@ -160,6 +162,7 @@ impl Query {
                     q.dry_run = true
                 }
                 "fieldManager" => q.field_manager = Some(v),
+                "container" => q.container = Some(v).filter(|s| !s.is_empty()),
                 "fieldValidation" => {
                     if !matches!(v.as_str(), "Strict" | "Warn" | "Ignore" | "") {
                         return Err(ApiError::bad_request(format!(

@@ -59,6 +59,8 @@ pub struct ResourceDef {
     pub schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
     /// What a CustomResourceDefinition says about a custom resource's version.
     pub custom: Option<Arc<crate::crd::CustomDef>>,
+    /// Served from another version's storage (autoscaling/v1 HPAs are stored as v2).
+    pub conversion: Option<crate::convert::Conversion>,
 }
 
 /// Decode-and-re-encode through the kind's k8s-openapi type.
@@ -82,6 +84,36 @@ impl ResourceDef {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// A stored object as this version shows it.
+    pub fn served(&self, mut obj: serde_json::Value) -> serde_json::Value {
+        if let Some(c) = &self.conversion {
+            return (c.from_storage)(obj);
+        }
+        if self.custom.is_some() {
+            // A CRD's `None` conversion: the same object under this version's apiVersion.
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("apiVersion".into(), serde_json::Value::String(self.api_version()));
+            }
+        }
+        obj
+    }
+
+    /// An object of this version in its stored form.
+    pub fn stored(&self, mut obj: serde_json::Value) -> Result<serde_json::Value, crate::status::ApiError> {
+        if let Some(c) = &self.conversion {
+            return (c.to_storage)(obj).map_err(crate::status::ApiError::bad_request);
+        }
+        if let (Some(c), Some(m)) = (&self.custom, obj.as_object_mut()) {
+            if !c.storage_version.is_empty() {
+                m.insert(
+                    "apiVersion".into(),
+                    serde_json::Value::String(format!("{}/{}", self.group, c.storage_version)),
+                );
+            }
+        }
+        Ok(obj)
     }
 
     pub fn has_subresource(&self, name: &str) -> bool {
@@ -151,6 +183,7 @@ where
         type_check: Some(type_check::<T>),
         schema: Some(schema_of::<T>),
         custom: None,
+        conversion: None,
     }
 }
 
@@ -176,6 +209,7 @@ where
         type_check: None,
         schema: Some(schema_of::<T>),
         custom: None,
+        conversion: None,
     }
 }
 
@@ -250,10 +284,15 @@ impl Registry {
             review::<authz::SelfSubjectAccessReview>(),
             review::<authz::SelfSubjectRulesReview>(),
         ];
-        // events.k8s.io/v1 Events are the core Events, stored once.
+        // events.k8s.io/v1 Events are the core Events, stored once (as core/v1).
         let mut events = def::<ev::Event>(&["ev"], &[], &[]);
         events.key_prefix = "/registry/events/".into();
+        events.conversion = Some(crate::convert::EVENTS_V1);
         defs.push(events);
+        // autoscaling/v1 HPAs are the v2 ones, stored as v2.
+        let mut hpa_v1 = def::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(&["hpa"], all, &[STATUS]);
+        hpa_v1.conversion = Some(crate::convert::HPA_V1);
+        defs.push(hpa_v1);
         Registry {
             builtin: defs.into_iter().map(Arc::new).collect(),
             custom: RwLock::new(Arc::new(Vec::new())),

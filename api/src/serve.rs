@@ -37,6 +37,9 @@ pub struct ApiConfig {
     pub service_account_key: Option<(String, String)>,
     /// Where Service ClusterIPs and NodePorts come from.
     pub service_ranges: crate::alloc::ServiceRanges,
+    /// The client certificate and key (PEM) this master presents to kubelets for pod
+    /// logs, exec, attach and port-forward; `None` = those routes answer 503.
+    pub kubelet_client: Option<(String, String)>,
 }
 
 /// State shared by every request.
@@ -50,6 +53,8 @@ pub(crate) struct Api {
     pub event_leases: crate::events::EventLeases,
     pub tokens: Option<crate::tokens::TokenKeys>,
     pub ranges: crate::alloc::ServiceRanges,
+    /// TLS to kubelets (pod logs, exec, attach, port-forward).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The API server of one master.
@@ -142,6 +147,10 @@ impl ApiServer {
             ),
             None => None,
         };
+        let kubelet_tls = match &cfg.kubelet_client {
+            Some((cert, key)) => Some(crate::tls::kubelet_client_config(&cfg.tls.ca_pem, cert, key)?),
+            None => None,
+        };
         let api = Arc::new(Api {
             store,
             registry: Registry::builtin(),
@@ -151,6 +160,7 @@ impl ApiServer {
             event_leases: crate::events::EventLeases::new(cfg.event_ttl),
             tokens,
             ranges: cfg.service_ranges.clone(),
+            kubelet_tls,
         });
         Ok(ApiServer { api, tls })
     }

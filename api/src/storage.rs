@@ -220,6 +220,13 @@ pub(crate) async fn get_core(
     kv.as_ref().map(decode).transpose()
 }
 
+/// A cluster-scoped core/v1 object (a Node) by name (a linearizable read), decoded.
+pub(crate) async fn get_cluster(api: &crate::serve::Api, plural: &str, name: &str) -> Result<Option<Value>, ApiError> {
+    let Some(def) = api.registry.find("", "v1", plural) else { return Ok(None) };
+    let (kv, _) = get(&api.store, &object_key(&def, None, name), Freshness::Latest).await?;
+    kv.as_ref().map(decode).transpose()
+}
+
 /// The uid of an object that is not being deleted (what a token bound to it checks).
 pub(crate) fn live_uid(obj: &Value) -> Option<String> {
     if obj.pointer("/metadata/deletionTimestamp").is_some() {

@@ -94,6 +94,28 @@ fn default_template(obj: &mut Value) {
     }
 }
 
+/// autoscaling/v2's behavior defaults (only when a behavior is given): scale up by
+/// 4 pods or 100% per 15 s, at once; scale down by 100% per 15 s after 300 s of calm.
+fn default_hpa_behavior(spec: &mut serde_json::Map<String, Value>) {
+    let Some(b) = spec.get_mut("behavior").and_then(Value::as_object_mut) else { return };
+    let rules = [
+        (
+            "scaleUp",
+            0,
+            json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        ),
+        ("scaleDown", 300, json!([{"type": "Percent", "value": 100, "periodSeconds": 15}])),
+    ];
+    for (dir, window, policies) in rules {
+        let r = b.entry(dir).or_insert_with(|| json!({}));
+        if let Some(r) = r.as_object_mut() {
+            set_default(r, "stabilizationWindowSeconds", json!(window));
+            set_default(r, "selectPolicy", json!("Max"));
+            set_default(r, "policies", policies);
+        }
+    }
+}
+
 /// Kubernetes' defaulting for a new or updated object of this kind.
 pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
     match (def.group.as_str(), def.kind.as_str()) {
@@ -188,6 +210,20 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
             default_template(obj);
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::apply_defaults(obj),
+        // Stored as autoscaling/v2 (v1 bodies are converted first).
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "minReplicas", json!(1));
+                if spec.get("metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
+                    spec.insert(
+                        "metrics".into(),
+                        json!([{"type": "Resource", "resource": {"name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                    );
+                }
+                default_hpa_behavior(spec);
+            }
+        }
         ("batch", "CronJob") => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "concurrencyPolicy", json!("Allow"));

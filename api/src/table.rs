@@ -118,7 +118,7 @@ fn printer(def: &ResourceDef) -> Option<(Columns, Cells)> {
             ],
             node_cells,
         ),
-        ("", "Event") => (
+        ("" | "events.k8s.io", "Event") => (
             &[
                 ("Last Seen", "string", 0),
                 ("Type", "string", 0),
@@ -450,6 +450,42 @@ fn printer(def: &ResourceDef) -> Option<(Columns, Cells)> {
                 ]
             },
         ),
+        ("autoscaling", "HorizontalPodAutoscaler") => (
+            &[
+                ("Name", "string", 0),
+                ("Reference", "string", 0),
+                ("Targets", "string", 0),
+                ("MinPods", "string", 0),
+                ("MaxPods", "integer", 0),
+                ("Replicas", "integer", 0),
+                ("Age", "string", 0),
+            ],
+            crate::printers::hpa_cells,
+        ),
+        ("policy", "PodDisruptionBudget") => (
+            &[
+                ("Name", "string", 0),
+                ("Min Available", "string", 0),
+                ("Max Unavailable", "string", 0),
+                ("Allowed Disruptions", "integer", 0),
+                ("Age", "string", 0),
+            ],
+            crate::printers::pdb_cells,
+        ),
+        ("discovery.k8s.io", "EndpointSlice") => (
+            &[
+                ("Name", "string", 0),
+                ("AddressType", "string", 0),
+                ("Ports", "string", 0),
+                ("Endpoints", "string", 0),
+                ("Age", "string", 0),
+            ],
+            crate::printers::endpoint_slice_cells,
+        ),
+        ("", "ResourceQuota") => (
+            &[("Name", "string", 0), ("Age", "string", 0), ("Request", "string", 0), ("Limit", "string", 0)],
+            crate::printers::quota_cells,
+        ),
         _ => return None,
     })
 }
@@ -502,11 +538,11 @@ pub fn table(def: &ResourceDef, objs: &[Value], list_meta: Value, with_columns: 
 
 // ---- cell helpers ----
 
-fn name(o: &Value) -> Value {
+pub(crate) fn name(o: &Value) -> Value {
     json!(o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))
 }
 
-fn age(o: &Value) -> Value {
+pub(crate) fn age(o: &Value) -> Value {
     json!(o
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)
@@ -527,11 +563,11 @@ fn i(o: &Value, p: &str) -> i64 {
     o.pointer(p).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn int(o: &Value, p: &str) -> Value {
+pub(crate) fn int(o: &Value, p: &str) -> Value {
     json!(i(o, p))
 }
 
-fn arr<'a>(o: &'a Value, p: &str) -> &'a [Value] {
+pub(crate) fn arr<'a>(o: &'a Value, p: &str) -> &'a [Value] {
     o.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
@@ -539,7 +575,7 @@ fn obj_len(o: &Value, p: &str) -> usize {
     o.pointer(p).and_then(Value::as_object).map(|m| m.len()).unwrap_or(0)
 }
 
-fn num_text(v: &Value) -> String {
+pub(crate) fn num_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

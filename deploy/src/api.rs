@@ -79,6 +79,7 @@ pub async fn start(
     sans.sort();
     sans.dedup();
     let (cert_pem, key_pem) = pki.serving_cert(&opts.name, &sans)?;
+    let kubelet_client = pki.client_cert("kube-apiserver-kubelet-client", "system:masters")?;
     let server = ApiServer::new(
         store.clone(),
         ApiConfig {
@@ -87,6 +88,7 @@ pub async fn start(
             event_ttl: opts.event_ttl,
             service_account_key: Some((pki.sa_key.clone(), pki.sa_pub.clone())),
             service_ranges: opts.service_ranges.clone(),
+            kubelet_client: Some(kubelet_client),
         },
         stop.clone(),
     )?;

@@ -134,6 +134,23 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A client certificate for `cn` in group `org` (the API server's identity towards
+    /// kubelets), signed by the cluster CA.
+    pub fn client_cert(&self, cn: &str, org: &str) -> Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&self.ca_key).context("the CA key does not parse")?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert, &ca_key).context("the CA certificate does not parse")?;
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name.push(DnType::OrganizationName, org);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

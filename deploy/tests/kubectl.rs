@@ -742,3 +742,167 @@ async fn limit_ranges_and_quotas_admit_pods() {
     let (code, body) = send_json(&up, "POST", pods, &pod("p3", "{}")).await;
     assert_eq!(code, 201, "{body}");
 }
+
+/// autoscaling/v1 and v2 are one HPA stored as v2; events.k8s.io/v1 and core/v1 one Event
+/// stored as core: each version reads, writes and patches the same object in its own shape,
+/// and a v1 client's read-modify-write keeps the v2-only metrics (round-trip annotations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpas_and_events_are_one_object_in_two_versions() {
+    use serde_json::{json, Value};
+    let up = Up::start().await;
+    let get = |path: String| {
+        let pki = up.pki();
+        let api = up.api.clone();
+        async move {
+            let (code, body) = curl(&pki, &api, true, &[&path]).await;
+            assert_eq!(code, 200, "GET {path}: {body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+    let v1 = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+    let v2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]}});
+    let (code, body) = send_json(&up, "POST", v2, &hpa.to_string()).await;
+    assert_eq!(code, 201, "{body}");
+
+    let mut old = get(format!("{v1}/web")).await;
+    assert_eq!(old["apiVersion"], "autoscaling/v1");
+    assert_eq!(old["spec"]["targetCPUUtilizationPercentage"], 50, "{old}");
+    assert_eq!(old["spec"]["minReplicas"], 1, "v2 defaulting: {old}");
+    assert!(old["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"]
+        .as_str()
+        .unwrap()
+        .contains("qps"));
+    // A v1 read-modify-write changes the CPU target and keeps the Pods metric.
+    old["spec"]["targetCPUUtilizationPercentage"] = json!(70);
+    let (code, body) = send_json(&up, "PUT", &format!("{v1}/web"), &old.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["apiVersion"], "autoscaling/v1");
+    let now = get(format!("{v2}/web")).await;
+    let metrics = now["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{now}");
+    assert_eq!(metrics[0]["pods"]["metric"]["name"], "qps");
+    assert_eq!(metrics[1]["resource"]["target"]["averageUtilization"], 70);
+    assert!(now["metadata"].get("annotations").is_none(), "round-trip annotations are not stored: {now}");
+    // A merge patch through v1 patches the v1 shape.
+    let (code, body) = curl(
+        &up.pki(),
+        &up.api,
+        true,
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data",
+            r#"{"spec":{"maxReplicas":9}}"#,
+            &format!("{v1}/web"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(get(format!("{v2}/web")).await["spec"]["maxReplicas"], 9);
+    let list = get(v1.to_string()).await;
+    assert_eq!(list["items"][0]["apiVersion"], "autoscaling/v1", "{list}");
+    // kubectl prints Kubernetes' HPA columns.
+    let out = std::process::Command::new(kubectl_bin("1.33"))
+        .args(["--kubeconfig", up.kubeconfig.to_str().unwrap(), "get", "hpa"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("REFERENCE") && text.contains("Deployment/web"), "{text}");
+    assert!(text.contains("<unknown>/10, cpu: <unknown>/70%"), "{text}");
+    // A v1 body that cannot convert is a 400, and nothing changes.
+    let mut bad = get(format!("{v1}/web")).await;
+    bad["metadata"]["annotations"] = json!({"autoscaling.alpha.kubernetes.io/metrics": "{nope"});
+    let (code, body) = send_json(&up, "PUT", &format!("{v1}/web"), &bad.to_string()).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(get(format!("{v2}/web")).await["spec"]["metrics"].as_array().unwrap().len(), 2);
+
+    // Events: core and events.k8s.io name the same fields differently.
+    let core = "/api/v1/namespaces/default/events";
+    let evs = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let ev = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"reason":"Test","message":"hello","type":"Normal"}"#;
+    let (code, body) = send_json(&up, "POST", core, ev).await;
+    assert_eq!(code, 201, "{body}");
+    let e = get(format!("{evs}/e1")).await;
+    assert_eq!(
+        (e["apiVersion"].as_str(), e["note"].as_str(), e["regarding"]["name"].as_str()),
+        (Some("events.k8s.io/v1"), Some("hello"), Some("p")),
+        "{e}"
+    );
+    let ev2 = r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e2"},"eventTime":"2026-01-01T00:00:00.000000Z","regarding":{"kind":"Pod","name":"q","namespace":"default"},"reason":"Pulled","note":"pulled it","type":"Normal","action":"Pull","reportingController":"kubelet","reportingInstance":"n1"}"#;
+    let (code, body) = send_json(&up, "POST", evs, ev2).await;
+    assert_eq!(code, 201, "{body}");
+    let e = get(format!("{core}/e2")).await;
+    assert_eq!(
+        (e["message"].as_str(), e["involvedObject"]["name"].as_str(), e["reportingComponent"].as_str()),
+        (Some("pulled it"), Some("q"), Some("kubelet")),
+        "{e}"
+    );
+}
+
+/// ServiceAccount admission: pods run as `default` (which every namespace gets), mount
+/// the kube-api-access projected volume unless automounting is off, inherit the account's
+/// imagePullSecrets, and are refused (nothing stored) when their account does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_admitted_with_their_service_account() {
+    use serde_json::Value;
+    let up = Up::start().await;
+    let (code, body) = send_json(
+        &up,
+        "POST",
+        "/api/v1/namespaces",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}"#,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = curl(&up.pki(), &up.api, true, &["/api/v1/namespaces/team/serviceaccounts/default"]).await;
+    assert_eq!(code, 200, "a new namespace has its default ServiceAccount: {body}");
+    let pods = "/api/v1/namespaces/team/pods";
+    let pod = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        )
+    };
+    let (code, body) = send_json(&up, "POST", pods, &pod("plain", "")).await;
+    assert_eq!(code, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["spec"]["serviceAccountName"], "default");
+    let vol = v["spec"]["volumes"][0]["name"].as_str().unwrap_or_default().to_string();
+    assert!(vol.starts_with("kube-api-access-") && vol.len() == "kube-api-access-".len() + 5, "{body}");
+    assert_eq!(v["spec"]["containers"][0]["volumeMounts"][0]["name"], vol.as_str());
+    assert_eq!(
+        v["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+
+    let (code, body) = send_json(&up, "POST", pods, &pod("ghost", r#""serviceAccountName":"ghost","#)).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"pods \"ghost\" is forbidden: error looking up service account team/ghost: serviceaccount \"ghost\" not found"#), "{body}");
+    let (code, _) = curl(&up.pki(), &up.api, true, &[&format!("{pods}/ghost")]).await;
+    assert_eq!(code, 404, "a refused pod is not stored");
+
+    let sa = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"builder"},"automountServiceAccountToken":false,"imagePullSecrets":[{"name":"regcred"}]}"#;
+    let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/team/serviceaccounts", sa).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send_json(&up, "POST", pods, &pod("built", r#""serviceAccountName":"builder","#)).await;
+    assert_eq!(code, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["spec"].get("volumes").is_none(), "automount off on the account: {body}");
+    assert_eq!(v["spec"]["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]), "{body}");
+    // The pod's own setting wins over the account's.
+    let (code, body) = send_json(
+        &up,
+        "POST",
+        pods,
+        &pod("mounted", r#""serviceAccountName":"builder","automountServiceAccountToken":true,"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains("kube-api-access-"), "{body}");
+}

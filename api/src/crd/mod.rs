@@ -41,6 +41,9 @@ pub struct CustomDef {
     /// `additionalPrinterColumns` of this version.
     pub printer_columns: Vec<Value>,
     pub scale: Option<ScalePaths>,
+    /// The version objects are stored as (`storage: true`); the others are served from it
+    /// with the `None` conversion strategy (only `apiVersion` changes).
+    pub storage_version: String,
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -92,6 +95,13 @@ pub fn defs_of(crd: &Value) -> Vec<ResourceDef> {
     }
     let singular = Some(s(crd, "/spec/names/singular")).filter(|x| !x.is_empty()).map(str::to_string);
     let list_kind = Some(s(crd, "/spec/names/listKind")).filter(|x| !x.is_empty()).map(str::to_string);
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let storage_version = versions
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .or(versions.first())
+        .map(|v| s(v, "/name").to_string())
+        .unwrap_or_default();
     let mut out: Vec<ResourceDef> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
@@ -127,6 +137,7 @@ pub fn defs_of(crd: &Value) -> Vec<ResourceDef> {
                 storage: Storage::Stored,
                 type_check: None,
                 schema: None,
+                conversion: None,
                 custom: Some(Arc::new(CustomDef {
                     crd_name: crate::meta::name(crd).unwrap_or_default().to_string(),
                     schema: v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
@@ -136,6 +147,7 @@ pub fn defs_of(crd: &Value) -> Vec<ResourceDef> {
                         .cloned()
                         .unwrap_or_default(),
                     scale,
+                    storage_version: storage_version.clone(),
                 })),
             }
         })
@@ -405,6 +417,23 @@ mod tests {
         assert_eq!(crd("apiextensions.k8s.io", true), ["spec.group"]);
         assert_eq!(crd("widgets.k8s.io", false), ["metadata.annotations[api-approved.kubernetes.io]"]);
         assert!(crd("widgets.k8s.io", true).is_empty());
+    }
+
+    #[test]
+    fn every_served_version_reads_and_writes_the_storage_versions_objects() {
+        let crd = json!({"metadata": {"name": "things.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "things", "kind": "Thing"},
+            "versions": [
+                {"name": "v1beta1", "served": true, "storage": false, "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+            "status": {"conditions": [{"type": "Established", "status": "True"}]}});
+        let defs = defs_of(&crd);
+        assert_eq!(defs.iter().map(|d| d.version.as_str()).collect::<Vec<_>>(), ["v1", "v1beta1"]);
+        let beta = &defs[1];
+        let stored = beta.stored(json!({"apiVersion": "example.com/v1beta1", "kind": "Thing", "spec": {"a": 1}})).unwrap();
+        assert_eq!(stored["apiVersion"], "example.com/v1");
+        assert_eq!(beta.served(stored.clone())["apiVersion"], "example.com/v1beta1");
+        assert_eq!(defs[0].served(stored)["spec"]["a"], 1);
     }
 
     #[test]

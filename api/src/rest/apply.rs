@@ -101,17 +101,18 @@ pub async fn apply(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
             if let Some(m) = created.pointer("/metadata/managedFields") {
                 crate::meta::metadata_mut(&mut obj).insert("managedFields".into(), m.clone());
             }
-            match super::write::create_object(ctx, obj).await {
+            match super::write::create_object(ctx, ctx.def.stored(obj)?).await {
                 Ok((code, out)) => return Ok(json_response(code, &ctx.present(out), ctx.output)),
                 Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
                 Err(e) => return Err(e),
             }
         };
         let live = storage::decode(&kv)?;
-        let merged = managed::apply(&live, &cfg, &manager, &av, ctx.query.force, &lists)
+        let merged = managed::apply(&ctx.def.served(live.clone()), &cfg, &manager, &av, ctx.query.force, &lists)
             .map_err(|c| conflict_error(ctx, &name, &c))?;
         let mut merged = merged;
         super::write::check_object(ctx, &mut merged)?;
+        let merged = ctx.def.stored(merged)?;
         match super::write::store_update(ctx, live, kv.mod_revision, merged, false).await {
             Ok((code, out)) => return Ok(json_response(code, &ctx.present(out), ctx.output)),
             Err(e) if e.code == 409 && e.reason == "Conflict" => continue,

@@ -200,7 +200,7 @@ pub async fn delete_collection(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>
     for obj in page.items {
         let name = crate::meta::name(&obj).unwrap_or_default().to_string();
         match delete_one(ctx, &name, &opts).await {
-            Ok(o) => items.push(o),
+            Ok(o) => items.push(ctx.def.served(o)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

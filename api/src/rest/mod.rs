@@ -3,11 +3,13 @@
 mod admission;
 mod apply;
 mod delete;
+mod kubelet;
 mod patch;
 mod quota;
 mod read;
 mod review;
 mod scale;
+mod service_account;
 mod token;
 mod watch;
 mod write;
@@ -95,8 +97,10 @@ impl Ctx {
         Ok((labels, fields))
     }
 
-    /// An object as the client asked to see it (whole, or as metadata only).
+    /// A stored object as the client asked to see it: in the URL's version, whole or as
+    /// metadata only.
     pub fn present(&self, obj: Value) -> Value {
+        let obj = self.def.served(obj);
         match self.output {
             Output::Metadata => crate::meta::partial_object_metadata(&obj),
             _ => obj,
@@ -228,6 +232,11 @@ where
             token::create(ctx, &body).await
         }
         ("get", Some("scale")) => scale::get(ctx).await,
+        ("get", Some(s @ "log")) | ("get" | "create", Some(s @ ("exec" | "attach" | "portforward")))
+            if def.group.is_empty() && def.plural == "pods" =>
+        {
+            kubelet::proxy(ctx, req, s).await
+        }
         ("update" | "patch", Some("scale")) => {
             let body = crate::body::read(req.into_body()).await?;
             scale::update(ctx, &body, verb == "patch").await

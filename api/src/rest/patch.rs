@@ -209,7 +209,8 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
         let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&name), Freshness::Latest).await?;
         let kv = kv.ok_or_else(|| ctx.not_found(&name))?;
         let old = storage::decode(&kv)?;
-        let mut new = old.clone();
+        // Patches apply to the object as the URL's version shows it.
+        let mut new = ctx.def.served(old.clone());
         apply_patch(kind, &mut new, bytes)?;
         let pinned = crate::meta::resource_version(&new).map(str::to_string);
         if let Some(rv) = &pinned {
@@ -221,6 +222,7 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
             return Err(ApiError::bad_request("the patch changes metadata.name, which cannot be changed"));
         }
         super::write::check_object(ctx, &mut new)?;
+        let new = ctx.def.stored(new)?;
         match super::write::store_update(ctx, old, kv.mod_revision, new, super::write::is_status(ctx)).await {
             Ok((code, out)) => return Ok(json_response(code, &ctx.present(out), ctx.output)),
             Err(e) if e.code == 409 && e.reason == "Conflict" && pinned.is_none() => continue,

@@ -115,7 +115,8 @@ pub async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             let items: Vec<Value> = page
                 .items
                 .into_iter()
-                .map(|mut o| {
+                .map(|o| {
+                    let mut o = ctx.def.served(o);
                     if let Some(m) = o.as_object_mut() {
                         m.insert("kind".into(), json!(ctx.def.kind));
                         m.insert("apiVersion".into(), json!(ctx.def.api_version()));

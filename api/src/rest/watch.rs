@@ -43,6 +43,7 @@ impl Encoder {
                 t
             }
             Output::Metadata if kind != "BOOKMARK" && kind != "ERROR" => crate::meta::partial_object_metadata(&obj),
+            _ if kind != "BOOKMARK" && kind != "ERROR" => self.def.served(obj),
             _ => obj,
         };
         let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();

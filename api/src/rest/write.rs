@@ -14,13 +14,14 @@ use crate::status::ApiError;
 use crate::storage::{self, Freshness};
 use crate::strategy;
 
-/// Decode a create/update body and check its type meta against the URL.
+/// Decode a create/update body, check its type meta against the URL, and give its
+/// stored form.
 pub fn decode_body(ctx: &Ctx, bytes: &[u8]) -> Result<Value, ApiError> {
     let m = media(ctx.content_type.as_deref())?;
     let av = ctx.def.api_version();
     let mut obj = decode_object(m, bytes, Some((&av, &ctx.def.kind)))?;
     check_object(ctx, &mut obj)?;
-    Ok(obj)
+    ctx.def.stored(obj)
 }
 
 /// The body must be an object of this kind and group-version (filled in when absent), in
@@ -266,7 +267,7 @@ fn is_service(ctx: &Ctx) -> bool {
 }
 
 /// Kubernetes' generateName suffix alphabet (no vowels, no confusable characters).
-fn random_suffix() -> String {
+pub(super) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();
     (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
@@ -333,6 +334,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
     strategy::prepare_create(def, &mut obj);
     if def.group.is_empty() && def.kind == "Pod" {
         super::admission::limit_ranger(ctx, &mut obj).await?;
+        super::service_account::admit(ctx, &mut obj).await?;
     }
     if is_crd(ctx) {
         crate::crd::establish(&mut obj, None);
@@ -372,6 +374,9 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         if r.succeeded {
             crate::meta::set_resource_version(&mut obj, r.revision);
             crd_written(ctx).await;
+            if def.group.is_empty() && def.kind == "Namespace" {
+                crate::bootstrap::default_service_account(&ctx.api, &name).await?;
+            }
             return Ok((StatusCode::CREATED, obj));
         }
         if let Some(c) = clash(&r, &plan) {
