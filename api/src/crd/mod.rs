@@ -430,7 +430,8 @@ mod tests {
         let defs = defs_of(&crd);
         assert_eq!(defs.iter().map(|d| d.version.as_str()).collect::<Vec<_>>(), ["v1", "v1beta1"]);
         let beta = &defs[1];
-        let stored = beta.stored(json!({"apiVersion": "example.com/v1beta1", "kind": "Thing", "spec": {"a": 1}})).unwrap();
+        let stored =
+            beta.stored(json!({"apiVersion": "example.com/v1beta1", "kind": "Thing", "spec": {"a": 1}})).unwrap();
         assert_eq!(stored["apiVersion"], "example.com/v1");
         assert_eq!(beta.served(stored.clone())["apiVersion"], "example.com/v1beta1");
         assert_eq!(defs[0].served(stored)["spec"]["a"], 1);
