@@ -1,7 +1,7 @@
 //! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`
-//! and `kube-node-lease` (each with its `default` ServiceAccount), and the `kubernetes`
-//! Service in `default` (the first ClusterIP, port 443). Created if absent, by whichever
-//! master gets there first.
+//! and `kube-node-lease` (each with its `default` ServiceAccount and `kube-root-ca.crt`
+//! ConfigMap), and the `kubernetes` Service in `default` (the first ClusterIP, port 443).
+//! Created if absent, by whichever master gets there first.
 
 use keelson_store::Txn;
 use serde_json::json;
@@ -23,25 +23,41 @@ pub(crate) async fn run(api: &Api) -> Result<(), ApiError> {
         meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
         // Absent → create; present → leave it (the txn reads it back, nothing is written).
         api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
-        default_service_account(api, ns).await?;
+        namespace_defaults(api, ns).await?;
     }
     kubernetes_service(api).await
 }
 
-/// A namespace's `default` ServiceAccount, created if absent (pods run as it, and
-/// ServiceAccount admission refuses pods whose account is missing). Written with every
-/// namespace create and at startup for the built-in namespaces; the leader's ServiceAccount
-/// controller will also recreate a deleted one once controllers run.
-pub(crate) async fn default_service_account(api: &Api, ns: &str) -> Result<(), ApiError> {
-    let def = api
-        .registry
-        .find("", "v1", "serviceaccounts")
-        .ok_or_else(|| ApiError::internal("serviceaccounts are not registered"))?;
-    let key = crate::storage::object_key(&def, Some(ns), "default");
-    let obj = json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {
-        "name": "default", "namespace": ns,
-        "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": crate::meta::now_rfc3339()}});
-    api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// What every namespace holds, created if absent: the `default` ServiceAccount (pods run as
+/// it; ServiceAccount admission refuses pods whose account is missing) and the
+/// `kube-root-ca.crt` ConfigMap (the CA in every pod's kube-api-access volume). Written with
+/// every namespace create and at startup for the built-in namespaces; the leader's
+/// ServiceAccount and root-CA controllers will also recreate deleted ones once controllers run.
+pub(crate) async fn namespace_defaults(api: &Api, ns: &str) -> Result<(), ApiError> {
+    let objects = [
+        ("serviceaccounts", "default", json!({"kind": "ServiceAccount", "apiVersion": "v1"})),
+        (
+            "configmaps",
+            "kube-root-ca.crt",
+            json!({"kind": "ConfigMap", "apiVersion": "v1", "data": {"ca.crt": api.ca_pem},
+                "metadata": {"annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}}}),
+        ),
+    ];
+    for (plural, name, mut obj) in objects {
+        let def = api
+            .registry
+            .find("", "v1", plural)
+            .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))?;
+        let key = crate::storage::object_key(&def, Some(ns), name);
+        let meta = crate::meta::metadata_mut(&mut obj);
+        meta.insert("name".into(), json!(name));
+        meta.insert("namespace".into(), json!(ns));
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+        api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
+    }
     Ok(())
 }
 

@@ -100,25 +100,27 @@ pub(crate) fn pdb_cells(o: &Value) -> Vec<Value> {
     ]
 }
 
+/// Kubernetes' `listWithMoreString`: comma-joined (no space), `<unset>` when empty.
+fn list_with_more(list: Vec<String>) -> String {
+    let count = list.len();
+    if count > SHOWN_ITEMS {
+        format!("{} + {} more...", list[..SHOWN_ITEMS].join(","), count - SHOWN_ITEMS)
+    } else if count == 0 {
+        "<unset>".into()
+    } else {
+        list.join(",")
+    }
+}
+
 /// Name, AddressType, Ports, Endpoints, Age.
 pub(crate) fn endpoint_slice_cells(o: &Value) -> Vec<Value> {
-    let ports = arr(o, "/ports");
-    let ports = if ports.is_empty() {
-        "<unset>".to_string()
-    } else {
-        let list: Vec<String> =
-            ports.iter().map(|p| p.get("port").map(num_text).unwrap_or_else(|| "<unset>".into())).collect();
-        more(list, ports.len(), SHOWN_ITEMS)
-    };
+    let ports: Vec<String> = arr(o, "/ports")
+        .iter()
+        .map(|p| p.get("port").or_else(|| p.get("name")).map(num_text).unwrap_or_else(|| "*".into()))
+        .collect();
     let addrs: Vec<String> =
         arr(o, "/endpoints").iter().flat_map(|e| arr(e, "/addresses").iter().map(num_text)).collect();
-    let endpoints = if arr(o, "/endpoints").is_empty() {
-        "<unset>".to_string()
-    } else {
-        let n = addrs.len();
-        more(addrs, n, SHOWN_ITEMS)
-    };
-    vec![name(o), json!(text(o.get("addressType"))), json!(ports), json!(endpoints), age(o)]
+    vec![name(o), json!(text(o.get("addressType"))), json!(list_with_more(ports)), json!(list_with_more(addrs)), age(o)]
 }
 
 /// Name, Age, Request, Limit: `resource: used/hard` in name order, `limits.*` apart.
@@ -179,7 +181,11 @@ mod tests {
             "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]});
         let c = endpoint_slice_cells(&s);
         assert_eq!(c[2], "80");
-        assert_eq!(c[3], "10.0.0.1, 10.0.0.2, 10.0.0.3 + 1 more...");
+        assert_eq!(c[3], "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...");
+        let empty =
+            json!({"metadata": {"name": "e"}, "ports": [{"name": "http"}, {}], "endpoints": [{"addresses": []}]});
+        let c = endpoint_slice_cells(&empty);
+        assert_eq!((c[2].clone(), c[3].clone()), (json!("http,*"), json!("<unset>")));
         let p = json!({"metadata": {"name": "p"}, "spec": {"minAvailable": 1}, "status": {"disruptionsAllowed": 0}});
         let c = pdb_cells(&p);
         assert_eq!((c[1].clone(), c[2].clone()), (json!("1"), json!("N/A")));

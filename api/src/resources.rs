@@ -103,7 +103,17 @@ impl ResourceDef {
     /// An object of this version in its stored form.
     pub fn stored(&self, mut obj: serde_json::Value) -> Result<serde_json::Value, crate::status::ApiError> {
         if let Some(c) = &self.conversion {
-            return (c.to_storage)(obj).map_err(crate::status::ApiError::bad_request);
+            let stored = (c.to_storage)(obj).map_err(crate::status::ApiError::bad_request)?;
+            if let Some(check) = c.storage_check {
+                check(&stored).map_err(|e| {
+                    let at = if e.path.is_empty() { String::new() } else { format!(" at {}", e.path) };
+                    crate::status::ApiError::bad_request(format!(
+                        "the object does not convert to its storage version{at}: {}",
+                        e.message
+                    ))
+                })?;
+            }
+            return Ok(stored);
         }
         if let (Some(c), Some(m)) = (&self.custom, obj.as_object_mut()) {
             if !c.storage_version.is_empty() {
@@ -287,11 +297,17 @@ impl Registry {
         // events.k8s.io/v1 Events are the core Events, stored once (as core/v1).
         let mut events = def::<ev::Event>(&["ev"], &[], &[]);
         events.key_prefix = "/registry/events/".into();
-        events.conversion = Some(crate::convert::EVENTS_V1);
+        events.conversion = Some(crate::convert::Conversion {
+            storage_check: Some(type_check::<core::Event>),
+            ..crate::convert::EVENTS_V1
+        });
         defs.push(events);
         // autoscaling/v1 HPAs are the v2 ones, stored as v2.
         let mut hpa_v1 = def::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(&["hpa"], all, &[STATUS]);
-        hpa_v1.conversion = Some(crate::convert::HPA_V1);
+        hpa_v1.conversion = Some(crate::convert::Conversion {
+            storage_check: Some(type_check::<hpa::HorizontalPodAutoscaler>),
+            ..crate::convert::HPA_V1
+        });
         defs.push(hpa_v1);
         Registry {
             builtin: defs.into_iter().map(Arc::new).collect(),

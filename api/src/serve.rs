@@ -55,6 +55,8 @@ pub(crate) struct Api {
     pub ranges: crate::alloc::ServiceRanges,
     /// TLS to kubelets (pod logs, exec, attach, port-forward).
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The cluster CA (PEM), published in each namespace's `kube-root-ca.crt`.
+    pub ca_pem: String,
 }
 
 /// The API server of one master.
@@ -161,6 +163,7 @@ impl ApiServer {
             tokens,
             ranges: cfg.service_ranges.clone(),
             kubelet_tls,
+            ca_pem: cfg.tls.ca_pem.clone(),
         });
         Ok(ApiServer { api, tls })
     }

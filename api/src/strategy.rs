@@ -136,7 +136,15 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 default_pod_spec(spec);
-                set_default(spec, "serviceAccountName", json!("default"));
+                // `serviceAccount` is the deprecated alias: either names the account, and
+                // both are written (ServiceAccount admission picks `default` when neither does).
+                let named = ["serviceAccountName", "serviceAccount"]
+                    .iter()
+                    .find_map(|f| spec.get(*f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string));
+                if let Some(n) = named {
+                    spec.insert("serviceAccountName".into(), json!(n));
+                    spec.insert("serviceAccount".into(), json!(n));
+                }
                 set_default(spec, "enableServiceLinks", json!(true));
                 set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
                 set_default(spec, "priority", json!(0));
@@ -212,6 +220,7 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::apply_defaults(obj),
         // Stored as autoscaling/v2 (v1 bodies are converted first).
         ("autoscaling", "HorizontalPodAutoscaler") => {
+            crate::convert::drop_round_trip_annotations(obj);
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "minReplicas", json!(1));
                 if spec.get("metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
@@ -300,20 +309,30 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
             if containers.is_none_or(|c| c.is_empty()) {
                 causes.push(("spec.containers".into(), "FieldValueRequired".into(), "Required value".into()));
             }
-            for (i, c) in containers.into_iter().flatten().enumerate() {
-                if c.get("name").and_then(Value::as_str).is_none_or(|n| !is_dns1123_label(n)) {
-                    causes.push((
-                        format!("spec.containers[{i}].name"),
-                        "FieldValueRequired".into(),
-                        "Required value".into(),
-                    ));
-                }
-                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    causes.push((
-                        format!("spec.containers[{i}].image"),
-                        "FieldValueRequired".into(),
-                        "Required value".into(),
-                    ));
+            // Every container's name is a DNS label (it becomes a path segment on the kubelet).
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                let all = obj.pointer(&format!("/spec/{list}")).and_then(Value::as_array);
+                for (i, c) in all.into_iter().flatten().enumerate() {
+                    match c.get("name").and_then(Value::as_str) {
+                        None | Some("") => causes.push((
+                            format!("spec.{list}[{i}].name"),
+                            "FieldValueRequired".into(),
+                            "Required value".into(),
+                        )),
+                        Some(n) if !is_dns1123_label(n) => causes.push((
+                            format!("spec.{list}[{i}].name"),
+                            "FieldValueInvalid".into(),
+                            format!("Invalid value: {}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')", Value::String(n.to_string())),
+                        )),
+                        Some(_) => {}
+                    }
+                    if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        causes.push((
+                            format!("spec.{list}[{i}].image"),
+                            "FieldValueRequired".into(),
+                            "Required value".into(),
+                        ));
+                    }
                 }
             }
         }

@@ -300,10 +300,11 @@ async fn scenarios(up: &Up, version: &str) {
     assert!(out.contains("NAMESPACE") && out.lines().any(|l| l.starts_with(&ns) && l.contains("app=web")), "{out}");
     let out = k.ok(&["get", "cm", "-n", &ns, "-l", "app=web", "-o", "name"]).await;
     assert_eq!(out.trim(), "configmap/cfg");
+    // Every namespace also holds the cluster CA's `kube-root-ca.crt`, as on Kubernetes.
     let out = k.ok(&["get", "cm", "-n", &ns, "-l", "app!=web", "-o", "name"]).await;
-    assert_eq!(out.trim(), "");
+    assert_eq!(out.trim(), "configmap/kube-root-ca.crt");
     let out = k.ok(&["get", "cm", "-A", "--field-selector", &format!("metadata.namespace={ns}"), "-o", "name"]).await;
-    assert_eq!(out.trim(), "configmap/cfg");
+    assert_eq!(out.trim(), "configmap/cfg\nconfigmap/kube-root-ca.crt");
 
     // label, annotate, the patch types, scale.
     k.ok(&["label", "cm", "cfg", "-n", &ns, "tier=back"]).await;
@@ -548,7 +549,9 @@ async fn bad_requests_get_a_status_and_write_nothing() {
     let (code, body) = curl(&pki, &up.api, true, &[cms]).await;
     assert_eq!(code, 200, "{body}");
     let list: serde_json::Value = serde_json::from_str(&body).expect("list JSON");
-    assert_eq!(list["items"], serde_json::json!([]), "{body}");
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["kube-root-ca.crt"], "only the namespace's CA bundle: {body}");
     // A conflict is worded as Kubernetes words it.
     let (code, body) =
         send_json(&up, "POST", cms, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#).await;
@@ -809,11 +812,8 @@ async fn hpas_and_events_are_one_object_in_two_versions() {
     let list = get(v1.to_string()).await;
     assert_eq!(list["items"][0]["apiVersion"], "autoscaling/v1", "{list}");
     // kubectl prints Kubernetes' HPA columns.
-    let out = std::process::Command::new(kubectl_bin("1.33"))
-        .args(["--kubeconfig", up.kubeconfig.to_str().unwrap(), "get", "hpa"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let k = Kubectl { up: &up, version: "1.33", cache: up.dir.path().join("kubectl-cache") };
+    let text = k.ok(&["get", "hpa"]).await;
     assert!(text.contains("REFERENCE") && text.contains("Deployment/web"), "{text}");
     assert!(text.contains("<unknown>/10, cpu: <unknown>/70%"), "{text}");
     // A v1 body that cannot convert is a 400, and nothing changes.
@@ -863,6 +863,37 @@ async fn pods_are_admitted_with_their_service_account() {
     assert_eq!(code, 201, "{body}");
     let (code, body) = curl(&up.pki(), &up.api, true, &["/api/v1/namespaces/team/serviceaccounts/default"]).await;
     assert_eq!(code, 200, "a new namespace has its default ServiceAccount: {body}");
+    let (code, body) = curl(&up.pki(), &up.api, true, &["/api/v1/namespaces/team/configmaps/kube-root-ca.crt"]).await;
+    assert_eq!(code, 200, "and the cluster CA for its pods: {body}");
+    assert!(body.contains("BEGIN CERTIFICATE"), "{body}");
+    // Mirror pods (a kubelet's static pods) are admitted untouched, but may not name an account.
+    let mirror = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","annotations":{{"kubernetes.io/config.mirror":"x"}}}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        )
+    };
+    let (code, body) = send_json(&up, "POST", "/api/v1/namespaces/team/pods", &mirror("static", "")).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(!body.contains("kube-api-access") && !body.contains("serviceAccountName"), "{body}");
+    let (code, body) = send_json(
+        &up,
+        "POST",
+        "/api/v1/namespaces/team/pods",
+        &mirror("static2", r#""serviceAccountName":"default","#),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("a mirror pod may not reference service accounts"), "{body}");
+    // The deprecated `serviceAccount` field names the account too.
+    let (code, body) = send_json(
+        &up,
+        "POST",
+        "/api/v1/namespaces/team/pods",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"old"},"spec":{"serviceAccount":"nobody","containers":[{"name":"c","image":"busybox"}]}}"#,
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"serviceaccount \"nobody\" not found"#), "{body}");
     let pods = "/api/v1/namespaces/team/pods";
     let pod = |name: &str, extra: &str| {
         format!(

@@ -69,6 +69,11 @@ async fn kubelet(pki: &Path) -> (u16, Arc<Mutex<Vec<String>>>, tokio::task::Join
                 if h.starts_with("GET /containerLogs/") {
                     let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nline 1\nline 2\n").await;
                     let _ = s.shutdown().await;
+                } else if h.starts_with("POST /attach/") {
+                    // A refusal on a kept-alive connection: only Content-Length ends it.
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nno attach!\n").await;
+                    let mut buf = [0u8; 64];
+                    let _ = s.read(&mut buf).await;
                 } else if h.starts_with("POST /exec/") {
                     let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n").await;
                     let mut buf = [0u8; 1024];
@@ -178,5 +183,28 @@ async fn logs_and_exec_reach_the_pods_kubelet() {
     let last = seen.lock().unwrap().last().cloned().unwrap_or_default();
     assert!(last.starts_with("POST /exec/default/p/c?command=sh&stdin=true&stdout=true HTTP/1.1\r\n"), "{last}");
     assert!(last.to_ascii_lowercase().contains("upgrade: spdy/3.1"), "{last}");
+
+    // A refused upgrade is answered with the kubelet's status and body, without waiting for
+    // the kubelet to close.
+    let (code, body) = within(
+        WAIT,
+        "the refused attach",
+        curl_api(
+            &pki,
+            true,
+            30,
+            &up.api,
+            &["--http1.1", "-X", "POST", "-H", "Connection: Upgrade", "-H", "Upgrade: SPDY/3.1"],
+            "/api/v1/namespaces/default/pods/p/attach?stdout=true",
+        ),
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (400, "no attach!\n"));
+
+    // Container names are DNS labels in every list (they become kubelet path segments).
+    let bad = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad"},"spec":{"initContainers":[{"name":"x/../../run","image":"busybox"}],"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let (code, body) = send(&up, "POST", "/api/v1/namespaces/default/pods", bad).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("spec.initContainers[0].name"), "{body}");
     task.abort();
 }

@@ -180,8 +180,22 @@ fn cpu_target(utilization: Value) -> Value {
     json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": utilization}}})
 }
 
+/// Drop the round-trip annotations (never stored; a v2 client's copy means nothing).
+pub fn drop_round_trip_annotations(obj: &mut Value) {
+    let Some(ann) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else { return };
+    for k in [METRICS, CURRENT_METRICS, CONDITIONS, BEHAVIOR] {
+        ann.remove(k);
+    }
+    if ann.is_empty() {
+        if let Some(meta) = obj.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+            meta.remove("annotations");
+        }
+    }
+}
+
 /// Stored autoscaling/v2 → autoscaling/v1.
 pub fn to_v1(mut obj: Value) -> Value {
+    drop_round_trip_annotations(&mut obj);
     let spec = take(&mut obj, "spec").unwrap_or(Value::Null);
     let status = take(&mut obj, "status");
     let metrics = spec.get("metrics").and_then(Value::as_array).cloned().unwrap_or_default();

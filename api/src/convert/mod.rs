@@ -6,6 +6,8 @@
 mod event;
 mod hpa;
 
+pub use hpa::drop_round_trip_annotations;
+
 use serde_json::Value;
 
 /// How one served version maps to and from its storage version.
@@ -16,10 +18,14 @@ pub struct Conversion {
     pub from_storage: fn(Value) -> Value,
     /// This version → stored form; an error says which field does not convert.
     pub to_storage: fn(Value) -> Result<Value, String>,
+    /// The stored form's type check (what the conversion produced must decode as the
+    /// storage version's type).
+    pub storage_check: Option<crate::resources::TypeCheck>,
 }
 
-pub const HPA_V1: Conversion = Conversion { from_storage: hpa::to_v1, to_storage: hpa::from_v1 };
-pub const EVENTS_V1: Conversion = Conversion { from_storage: event::to_events_v1, to_storage: event::from_events_v1 };
+pub const HPA_V1: Conversion = Conversion { from_storage: hpa::to_v1, to_storage: hpa::from_v1, storage_check: None };
+pub const EVENTS_V1: Conversion =
+    Conversion { from_storage: event::to_events_v1, to_storage: event::from_events_v1, storage_check: None };
 
 /// `obj[field]`, taken out of an object.
 fn take(obj: &mut Value, field: &str) -> Option<Value> {

@@ -19,7 +19,10 @@ use crate::serve::Body;
 use crate::status::ApiError;
 use crate::storage::{self, Freshness};
 
+/// Connecting (TCP and TLS) and the kubelet's response head must each come within this.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A refused upgrade's body (no length, kept-alive connection) is read for at most this.
+const ERROR_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A kubelet response head larger than this is refused.
 const MAX_HEAD: usize = 64 * 1024;
 /// A kubelet's refusal of an upgrade is read up to this size.
@@ -104,7 +107,33 @@ async fn connect(ctx: &Ctx, host: &str, port: u16) -> Result<KubeletStream, ApiE
         .map_err(|_| fail(format!("no connection after {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| fail(e.to_string()))?;
     let server_name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| fail(e.to_string()))?;
-    tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| fail(e.to_string()))
+    tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp))
+        .await
+        .map_err(|_| fail(format!("no TLS handshake after {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// A path segment, percent-encoded (names are validated, but never trusted on a request line).
+fn seg(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// The body of a kubelet's refusal: `Content-Length` bytes if it says, else until EOF, never
+/// more than `MAX_ERROR_BODY` and never longer than `ERROR_BODY_TIMEOUT`.
+async fn error_body(s: &mut KubeletStream, headers: &HeaderMap, rest: Bytes) -> Bytes {
+    let want = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_ERROR_BODY)
+        .min(MAX_ERROR_BODY);
+    let mut body = rest.to_vec();
+    if body.len() < want {
+        let need = (want - body.len()) as u64;
+        let _ = tokio::time::timeout(ERROR_BODY_TIMEOUT, s.take(need).read_to_end(&mut body)).await;
+    }
+    body.truncate(want);
+    Bytes::from(body)
 }
 
 /// Read the kubelet's response head; the bytes after it are returned too.
@@ -182,10 +211,11 @@ where
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?
         .to_string();
+    let (ns_seg, name_seg) = (seg(&ns), seg(&name));
     let path = match sub {
-        "log" => format!("/containerLogs/{ns}/{name}/{}", container(ctx, &pod)?),
-        "exec" | "attach" => format!("/{sub}/{ns}/{name}/{}", container(ctx, &pod)?),
-        _ => format!("/portForward/{ns}/{name}"),
+        "log" => format!("/containerLogs/{ns_seg}/{name_seg}/{}", seg(&container(ctx, &pod)?)),
+        "exec" | "attach" => format!("/{sub}/{ns_seg}/{name_seg}/{}", seg(&container(ctx, &pod)?)),
+        _ => format!("/portForward/{ns_seg}/{name_seg}"),
     };
     let node = storage::get_cluster(&ctx.api, "nodes", &node_name)
         .await?
@@ -202,7 +232,8 @@ where
     tracing::debug!(pod = %name, namespace = %ns, node = %node_name, sub, upgrade, "proxying to the kubelet");
     let mut s = connect(ctx, &host, port).await?;
     // HTTP/1.0 for a plain request: the body is the rest of the stream, never chunked.
-    let mut head = format!("{} {path}{query} HTTP/1.{}\r\nHost: {host}:{port}\r\n", req.method(), u8::from(upgrade));
+    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let mut head = format!("{} {path}{query} HTTP/1.{}\r\nHost: {authority}\r\n", req.method(), u8::from(upgrade));
     for (k, v) in req.headers() {
         let keep = if upgrade { UPGRADE_HEADERS.contains(&k.as_str()) } else { k == "user-agent" || k == "accept" };
         if let (true, Ok(v)) = (keep, v.to_str()) {
@@ -211,7 +242,9 @@ where
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).await.map_err(|e| ApiError::internal(format!("writing to the kubelet: {e}")))?;
-    let (code, headers, rest) = read_head(&mut s).await?;
+    let (code, headers, rest) = tokio::time::timeout(CONNECT_TIMEOUT, read_head(&mut s)).await.map_err(|_| {
+        ApiError::internal(format!("the kubelet at {authority} did not answer within {CONNECT_TIMEOUT:?}"))
+    })??;
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = if upgrade && code == 101 {
         let stop = ctx.api.stop.clone();
@@ -237,9 +270,7 @@ where
         Response::new(BodyExt::boxed(http_body_util::Empty::new()))
     } else if upgrade {
         // The kubelet refused the upgrade: pass its answer on.
-        let mut body = rest.to_vec();
-        let _ = (&mut s).take(MAX_ERROR_BODY as u64).read_to_end(&mut body).await;
-        Response::new(BodyExt::boxed(http_body_util::Full::new(Bytes::from(body))))
+        Response::new(BodyExt::boxed(http_body_util::Full::new(error_body(&mut s, &headers, rest).await)))
     } else {
         Response::new(stream_body(rest, s, ctx.api.stop.clone()))
     };

@@ -109,7 +109,7 @@ pub async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         Output::Table => crate::table::table(&ctx.def, &page.items, Value::Object(meta), true),
         Output::Metadata => json!({
             "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-            "items": page.items.iter().map(crate::meta::partial_object_metadata).collect::<Vec<_>>(),
+            "items": page.items.into_iter().map(|o| crate::meta::partial_object_metadata(&ctx.def.served(o))).collect::<Vec<_>>(),
         }),
         _ => {
             let items: Vec<Value> = page

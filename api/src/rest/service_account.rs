@@ -81,7 +81,9 @@ pub async fn admit(ctx: &Ctx, pod: &mut Value) -> Result<(), ApiError> {
     let pod_name = crate::meta::name(pod).unwrap_or_default().to_string();
     let mirror = pod.pointer("/metadata/annotations").and_then(|a| a.get(MIRROR_ANNOTATION)).is_some();
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
-    let named = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let named = ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .find_map(|f| spec.get(*f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string));
     if mirror {
         if named.is_some() {
             return Err(forbidden(&pod_name, "a mirror pod may not reference service accounts".into()));
@@ -90,6 +92,7 @@ pub async fn admit(ctx: &Ctx, pod: &mut Value) -> Result<(), ApiError> {
     }
     let sa_name = named.unwrap_or_else(|| "default".into());
     spec.insert("serviceAccountName".into(), json!(sa_name));
+    spec.insert("serviceAccount".into(), json!(sa_name));
     let Some(sa) = lookup(ctx, &ns, &sa_name).await? else {
         return Err(forbidden(
             &pod_name,

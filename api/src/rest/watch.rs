@@ -42,7 +42,9 @@ impl Encoder {
                 self.first_table = false;
                 t
             }
-            Output::Metadata if kind != "BOOKMARK" && kind != "ERROR" => crate::meta::partial_object_metadata(&obj),
+            Output::Metadata if kind != "BOOKMARK" && kind != "ERROR" => {
+                crate::meta::partial_object_metadata(&self.def.served(obj))
+            }
             _ if kind != "BOOKMARK" && kind != "ERROR" => self.def.served(obj),
             _ => obj,
         };

@@ -375,7 +375,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
             crate::meta::set_resource_version(&mut obj, r.revision);
             crd_written(ctx).await;
             if def.group.is_empty() && def.kind == "Namespace" {
-                crate::bootstrap::default_service_account(&ctx.api, &name).await?;
+                crate::bootstrap::namespace_defaults(&ctx.api, &name).await?;
             }
             return Ok((StatusCode::CREATED, obj));
         }
