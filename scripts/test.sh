@@ -28,12 +28,13 @@ for v in 1.27 1.32 1.33; do
     [ -x "/usr/lib/google-cloud-sdk/bin/kubectl.$v" ] || { echo "test.sh: /usr/lib/google-cloud-sdk/bin/kubectl.$v is missing" >&2; exit 1; }
 done
 
-# The Python `kubernetes` client, in a venv outside the clone (reused across runs).
+# The Python `kubernetes` client and Prometheus' text-format parser, in a venv outside the
+# clone (reused across runs).
 venv="${KEELSON_VENV:-$HOME/.cache/keelson/venv}"
-if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
-    echo "==> creating $venv with the kubernetes client"
+if ! "$venv/bin/python" -c "import kubernetes, prometheus_client" 2>/dev/null; then
+    echo "==> creating $venv with the kubernetes client and prometheus_client"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "kubernetes==37.*"
+    "$venv/bin/pip" install -q "kubernetes==37.*" "prometheus-client==0.*"
 fi
 export KEELSON_PYTHON="$venv/bin/python"
 

@@ -20,6 +20,7 @@ pub mod discovery;
 mod events;
 pub mod managed;
 mod meta;
+mod metrics;
 pub mod openapi;
 pub mod openapi_v2;
 mod printers;

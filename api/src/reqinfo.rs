@@ -34,6 +34,8 @@ pub enum Route {
     },
     Resource(ResourcePath),
     OpenApi(String),
+    /// `/metrics` (Prometheus text format).
+    Metrics,
     Unknown,
 }
 
@@ -45,6 +47,7 @@ pub fn route(path: &str) -> Route {
     let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         ["version"] => Route::Version,
+        ["metrics"] => Route::Metrics,
         [h] if matches!(*h, "healthz" | "livez" | "readyz") => Route::Health(h.to_string()),
         [h, _check] if matches!(*h, "healthz" | "livez" | "readyz") => Route::Health(h.to_string()),
         ["openapi", ..] => Route::OpenApi(path.to_string()),

@@ -57,6 +57,16 @@ pub(crate) struct Api {
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// The cluster CA (PEM), published in each namespace's `kube-root-ca.crt`.
     pub ca_pem: String,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Why an API server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// The API server of one master.
@@ -140,7 +150,7 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 impl ApiServer {
-    pub fn new(store: Store, cfg: ApiConfig, stop: CancellationToken) -> Result<ApiServer, TlsError> {
+    pub fn new(store: Store, cfg: ApiConfig, stop: CancellationToken) -> Result<ApiServer, StartError> {
         let tls = server_config(&cfg.tls)?;
         let tokens = match &cfg.service_account_key {
             Some((private, public)) => Some(
@@ -153,7 +163,9 @@ impl ApiServer {
             Some((cert, key)) => Some(crate::tls::kubelet_client_config(&cfg.tls.ca_pem, cert, key)?),
             None => None,
         };
+        let metrics = crate::metrics::Metrics::new(&store)?;
         let api = Arc::new(Api {
+            metrics,
             store,
             registry: Registry::builtin(),
             advertise: cfg.advertise,
@@ -178,6 +190,8 @@ impl ApiServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
         let stop = self.api.stop.clone();
         tokio::spawn(crate::crd::sync(self.api.clone()).instrument(tracing::debug_span!("crd_sync")));
+        let api = self.api.clone();
+        tokio::spawn(async move { api.metrics.follow_leadership(api.store.clone(), api.stop.clone()).await });
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -251,8 +265,51 @@ fn bearer<B>(req: &Request<B>) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-/// One request, start to finish.
+/// How `apiserver_request_*` label a request (Kubernetes' upper-case verbs and scopes).
+fn request_labels<B>(req: &Request<B>) -> crate::metrics::RequestLabels {
+    let Route::Resource(p) = route(req.uri().path()) else {
+        return crate::metrics::RequestLabels { verb: req.method().to_string(), ..Default::default() };
+    };
+    let q = Query::parse(req.uri().query()).unwrap_or_default();
+    let sub = p.subresource.clone().unwrap_or_default();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let verb = match crate::rest::verb(req.method(), &p, &q).unwrap_or("") {
+        _ if matches!(sub.as_str(), "exec" | "attach" | "portforward") => "CONNECT".to_string(),
+        "patch" if crate::rest::is_apply_media(content_type) => "APPLY".into(),
+        "create" => "POST".into(),
+        "update" => "PUT".into(),
+        "" => req.method().to_string(),
+        v => v.to_ascii_uppercase(),
+    };
+    let scope = match (&p.name, &p.namespace) {
+        (Some(_), _) => "resource",
+        (None, Some(_)) => "namespace",
+        (None, None) => "cluster",
+    };
+    crate::metrics::RequestLabels {
+        verb,
+        group: p.group.clone(),
+        version: p.version.clone(),
+        resource: p.resource.clone(),
+        subresource: sub,
+        scope,
+    }
+}
+
+/// One request, start to finish, counted and timed.
 pub(crate) async fn handle<B>(api: &Arc<Api>, req: Request<B>, user: Option<UserInfo>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = std::time::Instant::now();
+    let labels = request_labels(&req);
+    let resp = serve_request(api, req, user).await;
+    api.metrics.request(&labels, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn serve_request<B>(api: &Arc<Api>, req: Request<B>, user: Option<UserInfo>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -315,6 +372,27 @@ where
                 match crate::rest::dispatch(api, req, p, query, user, &accept).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
+                }
+            }
+            Route::Metrics if method == Method::GET => {
+                if !user.in_group("system:masters") {
+                    let mut e = ApiError::forbidden(format!(
+                        "forbidden: User \"{}\" cannot get path \"/metrics\"",
+                        user.username
+                    ));
+                    e.reason = "Forbidden";
+                    return error_response(&e);
+                }
+                match api.metrics.render(&api.store).await {
+                    Ok(body) => {
+                        let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        );
+                        r
+                    }
+                    Err(e) => error_response(&ApiError::internal(format!("metrics: {e}"))),
                 }
             }
             Route::OpenApi(p) if method == Method::GET && (p == "/openapi/v3" || p.starts_with("/openapi/v3/")) => {

@@ -210,3 +210,98 @@ async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() 
         rewatches
     );
 }
+
+/// Prometheus' own text-format parser (PyPI `prometheus_client`, in the test venv) reads
+/// `/metrics`; every sample comes back as `name{labels-json}` → value.
+async fn scrape(pki: &Path, api: &str) -> std::collections::BTreeMap<String, f64> {
+    let (code, text) = curl(pki, api, &[], "/metrics").await;
+    assert_eq!(code, 200, "/metrics on {api}: {text}");
+    let python = std::env::var("KEELSON_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.cache/keelson/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    let script = "import sys, json\nfrom prometheus_client.parser import text_string_to_metric_families\nout = {}\nfor fam in text_string_to_metric_families(sys.stdin.read()):\n    for s in fam.samples:\n        out[s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else '')] = s.value\nprint(json.dumps(out))\n";
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run ./scripts/test.sh to create the venv)"));
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).await.expect("feed the parser");
+    }
+    let out = within(WAIT, "the Prometheus text parser", child.wait_with_output()).await.expect("python");
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_the_raft_metrics_follow_a_leader_change() {
+    let mut c = Cluster::new(3);
+    let pki: PathBuf = c.dir.path().join("pki");
+    let apis: Vec<String> = c.masters.iter().map(|m| m.api_addr.clone()).collect();
+    for m in c.masters.iter_mut() {
+        m.extra_args = vec!["--pki-dir".into(), pki.display().to_string()];
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(&[0, 1, 2]).await;
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    // A write through the follower: counted there with Kubernetes' labels.
+    let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"counted"}}"#;
+    let (code, body) = eventually(WAIT, "a create through the follower", || async {
+        let r = curl(
+            &pki,
+            &apis[follower],
+            &["-X", "POST", "-H", "Content-Type: application/json", "--data", doc],
+            "/api/v1/namespaces/default/configmaps",
+        )
+        .await;
+        (r.0 == 201).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let before = scrape(&pki, &apis[follower]).await;
+    let post = r#"apiserver_request_total{"code": "201", "component": "apiserver", "group": "", "resource": "configmaps", "scope": "namespace", "subresource": "", "verb": "POST", "version": "v1"}"#;
+    assert!(before.get(post).is_some_and(|v| *v >= 1.0), "{post} in {before:#?}");
+    for name in [
+        "keelson_raft_term",
+        "keelson_raft_commit_index",
+        "keelson_raft_applied_index",
+        "keelson_raft_apply_lag",
+        "keelson_store_revision",
+        "keelson_store_db_size_bytes",
+        "keelson_raft_proposal_failures_total",
+    ] {
+        assert!(before.contains_key(name), "{name} missing: {before:#?}");
+    }
+    assert_eq!(before["keelson_raft_is_leader"], 0.0);
+    assert_eq!(before["keelson_raft_has_leader"], 1.0);
+    assert!(before["keelson_raft_fsync_duration_seconds_count"] >= 1.0, "{before:#?}");
+    assert!(before["keelson_raft_group_commit_batch_size_count"] >= 1.0, "{before:#?}");
+    let leader_scrape = scrape(&pki, &apis[leader]).await;
+    assert_eq!(leader_scrape["keelson_raft_is_leader"], 1.0);
+    // Without credentials: 401, like every other path.
+    let (code, _) = curl_api(&pki, false, 15, &apis[follower], &[], "/metrics").await;
+    assert_eq!(code, 401);
+
+    c.kill(leader);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    c.wait_leader(&survivors).await;
+    let after = eventually(WAIT, "the follower's metrics to show the new term and leader", || async {
+        let m = scrape(&pki, &apis[follower]).await;
+        (m["keelson_raft_term"] > before["keelson_raft_term"]
+            && m["keelson_raft_leader_changes_total"] > before["keelson_raft_leader_changes_total"]
+            && m["keelson_raft_has_leader"] == 1.0)
+            .then_some(m)
+    })
+    .await;
+    assert!(after["keelson_raft_commit_index"] >= before["keelson_raft_commit_index"], "{after:#?}");
+}

@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod keys;
 pub mod lease;
 pub mod log_store;
+pub mod metrics;
 mod mux;
 mod network;
 mod node;

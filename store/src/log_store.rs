@@ -35,7 +35,7 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
-/// Counters describing the log's disk work (exported as metrics later).
+/// Counters describing the log's disk work (the fsync histogram is exported on /metrics).
 #[derive(Debug, Default)]
 pub struct LogStats {
     pub appends: AtomicU64,
@@ -43,6 +43,7 @@ pub struct LogStats {
     pub fsyncs: AtomicU64,
     pub fsync_micros_total: AtomicU64,
     pub fsync_micros_max: AtomicU64,
+    pub metrics: crate::metrics::StoreMetrics,
 }
 
 /// The log store; cheap to clone (the reader is a clone).
@@ -121,6 +122,7 @@ impl LogStats {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.fsync_micros_total.fetch_add(micros, Ordering::Relaxed);
         self.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
+        self.metrics.fsync_seconds.observe(micros as f64 / 1e6);
     }
 }
 

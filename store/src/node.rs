@@ -350,7 +350,7 @@ impl Store {
             max_bytes: cfg.max_batch_bytes,
             max_inflight: cfg.max_inflight_batches,
         };
-        let proposer = Proposer::start(router.clone(), limits, stop.clone());
+        let proposer = Proposer::start(router.clone(), limits, stop.clone(), log_stats.metrics.clone());
         let reads = ReadIndexer::start(router.clone(), stop.clone());
         let (lead_tx, lead_rx) = watch::channel(Leadership::default());
         let core = Arc::new(Core {
@@ -439,6 +439,12 @@ impl Store {
 
     pub fn compact_revision(&self) -> i64 {
         self.core.sm.compact_revision()
+    }
+
+    /// The store's Prometheus collectors (fsync durations, group-commit batch sizes,
+    /// proposal failures), for the API server's `/metrics`.
+    pub fn metrics(&self) -> crate::metrics::StoreMetrics {
+        self.core.log_stats.metrics.clone()
     }
 
     pub fn log_stats(&self) -> Arc<LogStats> {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, StoreError};
+use crate::metrics::StoreMetrics;
 use crate::router::{Route, Router};
 use crate::types::{Command, CommandResult, Op, Request, RequestId};
 use crate::wire::ProposeReply;
@@ -32,6 +33,7 @@ pub(crate) struct Proposer {
     inflight: Arc<Semaphore>,
     /// Commands waiting in the queue.
     queued: Arc<AtomicUsize>,
+    metrics: StoreMetrics,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,12 +62,12 @@ fn approx_size(req: &Request) -> usize {
 }
 
 impl Proposer {
-    pub fn start(router: Router, limits: BatchLimits, stop: CancellationToken) -> Self {
+    pub fn start(router: Router, limits: BatchLimits, stop: CancellationToken, metrics: StoreMetrics) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(router.clone(), limits, rx, inflight.clone(), queued.clone(), stop));
-        Proposer { tx, router, inflight, queued }
+        tokio::spawn(run(router.clone(), limits, rx, inflight.clone(), queued.clone(), stop, metrics.clone()));
+        Proposer { tx, router, inflight, queued, metrics }
     }
 
     /// Propose one command and wait for its result.
@@ -73,8 +75,12 @@ impl Proposer {
         // Nothing queued and a slot free: propose right here, skipping two task hops.
         if self.queued.load(Ordering::Acquire) == 0 {
             if let Ok(permit) = self.inflight.clone().try_acquire_owned() {
+                self.metrics.batch_commands.observe(1.0);
                 let res = write(&self.router, vec![req]).await;
                 drop(permit);
+                if res.is_err() {
+                    self.metrics.proposal_failures.inc();
+                }
                 return res.and_then(|mut r| match r.pop() {
                     Some(CommandResult::Failed(e)) => Err(e),
                     Some(ok) if r.is_empty() => Ok(ok),
@@ -100,6 +106,7 @@ async fn run(
     inflight: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
     stop: CancellationToken,
+    metrics: StoreMetrics,
 ) {
     loop {
         let first = tokio::select! {
@@ -123,15 +130,20 @@ async fn run(
             }
         }
         queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        metrics.batch_commands.observe(batch.len() as f64);
         let router = router.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            submit(&router, batch).await;
+            if !submit(&router, batch).await {
+                metrics.proposal_failures.inc();
+            }
             drop(permit);
         });
     }
 }
 
-async fn submit(router: &Router, batch: Vec<Pending>) {
+/// Propose one batch and answer its commands; `false` when the proposal itself failed.
+async fn submit(router: &Router, batch: Vec<Pending>) -> bool {
     let (reqs, txs): (Vec<Request>, Vec<_>) = batch.into_iter().map(|p| (p.req, p.tx)).unzip();
     let n = reqs.len();
     let outcome = write(router, reqs).await;
@@ -149,13 +161,16 @@ async fn submit(router: &Router, batch: Vec<Pending>) {
             for tx in txs {
                 let _ = tx.send(Err(e.clone()));
             }
+            return false;
         }
         Err(e) => {
             for tx in txs {
                 let _ = tx.send(Err(e.clone()));
             }
+            return false;
         }
     }
+    true
 }
 
 /// Forward a batch to the leader and answer it, like etcd, from this master's own apply

@@ -18,6 +18,7 @@ mod write;
 pub(crate) use patch::apply_patch;
 pub(crate) use patch::merge_key_at;
 pub(crate) use write::alloc_ops;
+pub(crate) use write::is_apply_media;
 
 use std::sync::Arc;
 
@@ -109,7 +110,7 @@ impl Ctx {
 }
 
 /// The Kubernetes verb of a request.
-fn verb(method: &Method, path: &ResourcePath, query: &Query) -> Result<&'static str, ApiError> {
+pub(crate) fn verb(method: &Method, path: &ResourcePath, query: &Query) -> Result<&'static str, ApiError> {
     let named = path.name.is_some();
     Ok(match *method {
         Method::GET if path.legacy_watch || query.watch => "watch",

@@ -23,6 +23,7 @@ use crate::status::ApiError;
 use crate::storage::{self, parse_rv, Freshness};
 
 struct Encoder {
+    api: std::sync::Arc<crate::serve::Api>,
     def: std::sync::Arc<crate::resources::ResourceDef>,
     output: Output,
     first_table: bool,
@@ -30,6 +31,9 @@ struct Encoder {
 
 impl Encoder {
     fn event(&mut self, kind: &str, obj: Value) -> Bytes {
+        if kind != "BOOKMARK" && kind != "ERROR" {
+            self.api.metrics.watch_event(&self.def.group, &self.def.version, &self.def.kind);
+        }
         let object = match self.output {
             Output::Table if kind != "BOOKMARK" && kind != "ERROR" => {
                 let rv = crate::meta::resource_version(&obj).unwrap_or("").to_string();
@@ -109,7 +113,7 @@ pub async fn watch(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let stop = ctx.api.stop.clone();
     let bookmarks = q.allow_watch_bookmarks;
     let store = ctx.api.store.clone();
-    let mut enc = Encoder { def: ctx.def.clone(), output: ctx.output, first_table: true };
+    let mut enc = Encoder { api: ctx.api.clone(), def: ctx.def.clone(), output: ctx.output, first_table: true };
     let def = ctx.def.clone();
     let explicit_initial = q.send_initial_events == Some(true);
 
@@ -147,6 +151,7 @@ pub async fn watch(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             progress_notify: bookmarks,
             ..Default::default()
         });
+        let _counted = enc.api.metrics.watcher();
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         loop {

@@ -259,7 +259,12 @@ fn clash<'a>(r: &keelson_store::TxnResult, plan: &'a Plan) -> Option<&'a Claim> 
 
 /// Server-side apply records its own managed fields.
 fn is_apply(ctx: &Ctx) -> bool {
-    media(ctx.content_type.as_deref()).ok() == Some(crate::body::Media::ApplyPatch)
+    is_apply_media(ctx.content_type.as_deref())
+}
+
+/// A server-side apply body (`application/apply-patch+yaml`).
+pub(crate) fn is_apply_media(content_type: Option<&str>) -> bool {
+    media(content_type).ok() == Some(crate::body::Media::ApplyPatch)
 }
 
 fn is_service(ctx: &Ctx) -> bool {
