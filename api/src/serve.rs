@@ -304,7 +304,32 @@ where
 {
     let started = std::time::Instant::now();
     let labels = request_labels(&req);
-    let resp = serve_request(api, req, user).await;
+    // A server span (OpenTelemetry's HTTP and k8s conventions), child of the caller's
+    // `traceparent` when it sends one.
+    let route_name = if labels.resource.is_empty() {
+        req.uri().path().to_string()
+    } else {
+        let sub = if labels.subresource.is_empty() { String::new() } else { format!("/{}", labels.subresource) };
+        format!("{} {}{sub}", labels.verb, labels.resource)
+    };
+    let span = tracing::info_span!(
+        "api.request",
+        otel.name = %route_name,
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        k8s.resource = %labels.resource,
+        k8s.verb = %labels.verb,
+        user.name = user.as_ref().map(|u| u.username.as_str()).unwrap_or(""),
+    );
+    let carried: keelson_store::types::TraceContext = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|h| Some((h.to_string(), req.headers().get(*h)?.to_str().ok()?.to_string())))
+        .collect();
+    keelson_store::trace::adopt(&span, &carried);
+    let resp = serve_request(api, req, user).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
     api.metrics.request(&labels, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
@@ -316,8 +341,6 @@ where
 {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span =
-        tracing::debug_span!("api", %method, %path, user = user.as_ref().map(|u| u.username.as_str()).unwrap_or(""));
     async move {
         let r = route(&path);
         // Public endpoints (Kubernetes' system:public-info-viewer).
@@ -428,7 +451,6 @@ where
             _ => error_response(&ApiError::no_route(&path)),
         }
     }
-    .instrument(span)
     .await
 }
 

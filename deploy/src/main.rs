@@ -8,6 +8,7 @@ mod bench;
 mod kubeconfig;
 mod pki;
 mod server;
+mod telemetry;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `keelson_store=debug`.
     #[arg(long, global = true, env = "KEELSON_LOG", default_value = "info")]
     log: String,
+    /// Export traces over OTLP gRPC to this collector (e.g. `http://127.0.0.1:4317`).
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -41,14 +45,6 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("KEELSON_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
         builder.worker_threads(n.max(1));
@@ -60,6 +56,19 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let instance = match &cli.cmd {
+        Cmd::Server(a) => a.name.clone(),
+        Cmd::Up(_) => "up".to_string(),
+        Cmd::Bench(_) => "bench".to_string(),
+    };
+    // Inside the runtime: the OTLP exporter's gRPC channel lives on it.
+    let telemetry = match rt.block_on(async { telemetry::init(&cli.log, cli.otlp_endpoint.as_deref(), &instance) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("keelson: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let res = rt.block_on(async {
         match cli.cmd {
             Cmd::Server(args) => server::run(args).await,
@@ -67,6 +76,7 @@ fn main() {
             Cmd::Bench(b) => bench::run(b).await,
         }
     });
+    rt.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await.ok() });
     if let Err(e) = res {
         eprintln!("keelson: {e:#}");
         std::process::exit(1);

@@ -25,6 +25,7 @@ mod proposer;
 mod read_index;
 mod router;
 pub mod sm;
+pub mod trace;
 pub mod types;
 mod validate;
 pub mod watch;

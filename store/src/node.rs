@@ -487,6 +487,30 @@ impl Store {
         self.core.proposer.propose(Request { command, trace, fence_term, origin: None }).await
     }
 
+    /// Propose in a `raft.propose` span; the command carries that span's trace context
+    /// (or `trace`, when the caller gives one) so every master's apply joins the trace.
+    async fn propose_traced(
+        &self,
+        command: Command,
+        trace: TraceContext,
+        fence_term: Option<u64>,
+    ) -> Result<CommandResult> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "raft.propose",
+            otel.kind = "client",
+            rpc.system = "raft",
+            keelson.member = %self.core.name,
+            keelson.leader = self.core.is_leader(),
+        );
+        async move {
+            let trace = if trace.is_empty() { crate::trace::current() } else { trace };
+            self.propose(command, trace, fence_term).await
+        }
+        .instrument(span)
+        .await
+    }
+
     /// A transaction (puts, deletes, CAS).
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         self.txn_with(txn, TraceContext::new(), None).await
@@ -495,7 +519,7 @@ impl Store {
     /// A transaction carrying a trace context, optionally fenced to a Raft term.
     pub async fn txn_with(&self, txn: Txn, trace: TraceContext, fence_term: Option<u64>) -> Result<TxnResult> {
         check_txn(&txn, &self.core.config)?;
-        match self.propose(Command::Txn(txn), trace, fence_term).await? {
+        match self.propose_traced(Command::Txn(txn), trace, fence_term).await? {
             CommandResult::Txn(r) => Ok(r),
             other => Err(StoreError::Raft(format!("unexpected result {other:?}"))),
         }

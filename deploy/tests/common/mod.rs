@@ -62,6 +62,8 @@ pub struct Master {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// Extra environment for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Master {
@@ -91,6 +93,7 @@ impl Cluster {
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,
                 extra_args: Vec::new(),
+                env: Vec::new(),
             })
             .collect();
         let initial_cluster =
@@ -138,6 +141,7 @@ impl Cluster {
             .args(["--peer-addr", &m.peer_addr, "--etcd-addr", &m.etcd_addr, "--api-addr", &m.api_addr])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&m.extra_args)
+            .envs(m.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()));
         cmd
     }

@@ -358,6 +358,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(p) => {
                     let mut results = Vec::with_capacity(p.requests.len());
                     for req in &p.requests {
+                        // A traced command's apply is a span of its trace, on every master.
+                        let span = (!req.trace.is_empty()).then(|| {
+                            let s =
+                                tracing::info_span!("raft.apply", raft.term = term, raft.index = entry.log_id.index,);
+                            crate::trace::adopt(&s, &req.trace);
+                            s
+                        });
+                        let _entered = span.as_ref().map(|s| s.enter());
                         let r = applier.apply(req, term).map_err(sm_err)?;
                         if let (true, Some(origin)) = (watched, req.origin) {
                             waited.push((origin, r.clone()));
