@@ -112,6 +112,10 @@ impl Metrics {
         })
     }
 
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
+    }
+
     /// A finished request: counted with its code; timed unless it is a watch.
     pub fn request(&self, l: &RequestLabels, code: u16, seconds: f64) {
         let base = [

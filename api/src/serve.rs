@@ -180,6 +180,11 @@ impl ApiServer {
         Ok(ApiServer { api, tls })
     }
 
+    /// Export one more collector on `/metrics` (the binary's own, e.g. dropped spans).
+    pub fn register_metric(&self, c: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.api.metrics.register(c)
+    }
+
     /// Create the default namespaces (idempotent; any master may do it).
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         crate::bootstrap::run(&self.api).await

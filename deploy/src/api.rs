@@ -92,6 +92,7 @@ pub async fn start(
         },
         stop.clone(),
     )?;
+    server.register_metric(Box::new(crate::telemetry::spans_dropped().clone()))?;
     let task = tokio::spawn(server.clone().serve(listener));
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");
     crate::kubeconfig::write(&kubeconfig, &pki, &[(opts.name.clone(), url.clone())], &opts.name)?;

@@ -8,6 +8,7 @@ mod bench;
 mod kubeconfig;
 mod pki;
 mod server;
+mod span_queue;
 mod telemetry;
 mod up;
 

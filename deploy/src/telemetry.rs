@@ -21,6 +21,27 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// `keelson_trace_spans_dropped_total{reason}`: spans lost to a full queue or a failed
+/// export (registered on the API server's `/metrics`).
+pub fn spans_dropped() -> &'static prometheus::IntCounterVec {
+    static DROPPED: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+    DROPPED.get_or_init(|| {
+        let c = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "keelson_trace_spans_dropped_total",
+                "Spans not exported: the export queue was full, or the export failed or timed out",
+            ),
+            &["reason"],
+        )
+        .expect("literal counter options");
+        // Both series exist from the start (at 0).
+        for reason in ["queue_full", "export_failed"] {
+            c.with_label_values(&[reason]);
+        }
+        c
+    })
+}
+
 /// The exporter's handle: flushed and shut down at exit.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -96,7 +117,14 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
         .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+    let queue = crate::span_queue::QueueProcessor::new(
+        exporter,
+        tokio::runtime::Handle::current(),
+        crate::span_queue::QueueConfig::from_env(),
+        spans_dropped().clone(),
+    )
+    .context("starting the span export thread")?;
+    let provider = SdkTracerProvider::builder().with_span_processor(queue).with_resource(resource).build();
     let tracer = provider.tracer("keelson");
     // Only keelson's own spans: the exporter's gRPC stack must not trace itself.
     let otel = tracing_opentelemetry::layer()

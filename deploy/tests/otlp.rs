@@ -128,3 +128,64 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     stop.cancel();
     let _ = server.await;
 }
+
+/// `keelson_trace_spans_dropped_total{reason}` from a master's `/metrics`.
+async fn dropped(pki: &std::path::Path, api: &str) -> u64 {
+    let (code, text) = curl_api(pki, true, 15, api, &[], "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("keelson_trace_spans_dropped_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_collector_costs_spans_not_requests() {
+    // Accepts connections and never answers: every export times out.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            conns.push(s);
+        }
+    });
+    let mut c = Cluster::new(1);
+    let pki: PathBuf = c.dir.path().join("pki");
+    c.masters[0].extra_args = vec!["--pki-dir".into(), pki.display().to_string(), "--otlp-endpoint".into(), otlp];
+    c.masters[0].env = vec![
+        ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "8".into()),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ("OTEL_BSP_EXPORT_TIMEOUT".into(), "500".into()),
+    ];
+    c.spawn(0);
+    c.wait_leader(&[0]).await;
+    c.wait_api_settled(1).await;
+    let api = c.masters[0].api_addr.clone();
+    // Every request is traced (a root span when the client sends no context), so start-up
+    // already queued some; count from here.
+    let before = dropped(&pki, &api).await;
+    for i in 0..40 {
+        let traceparent =
+            format!("traceparent: 00-{:032x}-{:016x}-01", rand::random::<u128>() | 1, rand::random::<u64>() | 1);
+        let doc = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
+        let (code, body) = curl_api(
+            &pki,
+            true,
+            15,
+            &api,
+            &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent, "--data", &doc],
+            "/api/v1/namespaces/default/configmaps",
+        )
+        .await;
+        assert_eq!(code, 201, "request {i} with the collector black-holed: {body}");
+    }
+    eventually(WAIT, "the dropped-span counter to rise", || {
+        let (pki, api) = (pki.clone(), api.clone());
+        // Each create is three spans (API, propose, apply); the queue holds 8.
+        async move { (dropped(&pki, &api).await >= before + 40).then_some(()) }
+    })
+    .await;
+    held.abort();
+}
