@@ -125,8 +125,19 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
             "no raft.apply on {n} under the propose: {spans:#?}"
         );
     }
+    eprintln!("the trace, as a tree:\n{}", tree(&spans, &client_span, 0));
     stop.cancel();
     let _ = server.await;
+}
+
+/// The spans under `parent`, indented (the README's example comes from this).
+fn tree(spans: &[(String, String, String, String, String)], parent: &str, depth: usize) -> String {
+    let mut out = String::new();
+    for s in spans.iter().filter(|s| s.4 == parent) {
+        out.push_str(&format!("{}{} [{}]\n", "  ".repeat(depth), s.1, s.0));
+        out.push_str(&tree(spans, &s.3, depth + 1));
+    }
+    out
 }
 
 /// `keelson_trace_spans_dropped_total{reason}` from a master's `/metrics`.
