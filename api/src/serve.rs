@@ -317,17 +317,28 @@ where
         let sub = if labels.subresource.is_empty() { String::new() } else { format!("/{}", labels.subresource) };
         format!("{} {}{sub}", labels.verb, labels.resource)
     };
-    let span = tracing::info_span!(
-        "api.request",
-        otel.name = %route_name,
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        url.path = %req.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        k8s.resource = %labels.resource,
-        k8s.verb = %labels.verb,
-        user.name = user.as_ref().map(|u| u.username.as_str()).unwrap_or(""),
-    );
+    // Info level (exported) when traces go out, else debug (log context only).
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "api.request",
+                otel.name = %route_name,
+                otel.kind = "server",
+                http.request.method = %req.method(),
+                url.path = %req.uri().path(),
+                http.response.status_code = tracing::field::Empty,
+                k8s.resource = %labels.resource,
+                k8s.verb = %labels.verb,
+                user.name = user.as_ref().map(|u| u.username.as_str()).unwrap_or(""),
+            )
+        };
+    }
+    let span = if keelson_store::trace::enabled() {
+        request_span!(tracing::Level::INFO)
+    } else {
+        request_span!(tracing::Level::DEBUG)
+    };
     let carried: keelson_store::types::TraceContext = ["traceparent", "tracestate"]
         .iter()
         .filter_map(|h| Some((h.to_string(), req.headers().get(*h)?.to_str().ok()?.to_string())))

@@ -496,6 +496,9 @@ impl Store {
         fence_term: Option<u64>,
     ) -> Result<CommandResult> {
         use tracing::Instrument;
+        if !crate::trace::enabled() {
+            return self.propose(command, trace, fence_term).await;
+        }
         let span = tracing::info_span!(
             "raft.propose",
             otel.kind = "client",

@@ -24,6 +24,11 @@ pub fn install(hooks: TraceHooks) {
     let _ = HOOKS.set(hooks);
 }
 
+/// Whether traces are exported (hooks installed): spans worth making at info level.
+pub fn enabled() -> bool {
+    HOOKS.get().is_some()
+}
+
 /// The current span's context, for a command about to be proposed.
 pub fn current() -> TraceContext {
     HOOKS.get().map(|h| (h.inject)()).unwrap_or_default()
