@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Does tracing cost requests anything when the collector is gone? One master, the same
-# create workload (1 and $MANY clients) side by side with tracing off, with the collector
-# down (connection refused) and with it black-holed (accepts, never answers: every export
-# times out), in interleaved rounds. Every API request is traced (a root span when the
+# create workload (1 and $MANY clients) side by side with tracing off, with a collector up
+# (`keelson bench otlp-sink`, which accepts and counts spans), with the collector down
+# (connection refused) and with it black-holed (accepts, never answers: every export times
+# out), in interleaved rounds. Every API request is traced (a root span when the
 # client sends no traceparent), so each create makes three spans. Prints p50/p99 and
 # throughput per configuration, their ratios to "off", and the dropped-span counter.
 #   ROUNDS=3 TOTAL=3000 scripts/bench-otlp.sh > bench-otlp.log
@@ -28,6 +29,9 @@ while True:
 ' "$HOLE_PORT" &
 PIDS+=($!)
 DOWN_PORT=$(port) # nothing listens here
+SINK_PORT=$(port)
+"$BIN" bench otlp-sink --addr "127.0.0.1:$SINK_PORT" >"$WORK/sink.log" 2>&1 &
+PIDS+=($!)
 
 run_config() { # label [otlp-endpoint]
     local label=$1 endpoint=${2:-} dir=$WORK/$1-$RANDOM api peer etcd pid
@@ -63,6 +67,7 @@ echo "# rounds=$ROUNDS total=$TOTAL creates per row, clients 1 and $MANY; one ma
 for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r"
     run_config off
+    run_config up "http://127.0.0.1:$SINK_PORT"
     run_config down "http://127.0.0.1:$DOWN_PORT"
     run_config blackhole "http://127.0.0.1:$HOLE_PORT"
 done
@@ -77,12 +82,12 @@ for r in rows:
         continue
     by.setdefault((r["label"], r["clients"]), []).append(r)
 med = lambda rs, k: statistics.median(x[k] for x in rs)
-print("\n| config | clients | creates/s (median) | p50 ms | p99 ms | vs off: p50 / p99 / throughput | spans dropped per run |")
-print("|---|---|---|---|---|---|---|")
-for (label, clients) in sorted(by, key=lambda k: (k[1], ["off", "down", "blackhole"].index(k[0]))):
-    rs, off = by[(label, clients)], by.get(("off", clients))
+print("\n| config | clients | creates/s (median) | p50 ms | p99 ms | vs off: p50 / p99 / throughput | vs up: p50 / p99 / throughput | spans dropped per run |")
+print("|---|---|---|---|---|---|---|---|")
+ratio = lambda rs, base: "—" if base is None or rs is base else f'{med(rs, "p50_ms") / med(base, "p50_ms"):.2f}× / {med(rs, "p99_ms") / med(base, "p99_ms"):.2f}× / {med(rs, "throughput") / med(base, "throughput"):.2f}×'
+for (label, clients) in sorted(by, key=lambda k: (k[1], ["off", "up", "down", "blackhole"].index(k[0]))):
+    rs = by[(label, clients)]
     t, p50, p99 = med(rs, "throughput"), med(rs, "p50_ms"), med(rs, "p99_ms")
-    vs = "—" if label == "off" else f'{p50 / med(off, "p50_ms"):.2f}× / {p99 / med(off, "p99_ms"):.2f}× / {t / med(off, "throughput"):.2f}×'
     d = ", ".join(str(x) for x in dropped.get(label, []))
-    print(f"| {label} | {clients} | {t:.0f} | {p50:.2f} | {p99:.2f} | {vs} | {d} |")
+    print(f"| {label} | {clients} | {t:.0f} | {p50:.2f} | {p99:.2f} | {ratio(rs, by.get(('off', clients)))} | {ratio(rs, by.get(('up', clients))) if label not in ('off',) else '—'} | {d} |")
 PY

@@ -2,6 +2,7 @@
 
 mod api;
 mod fsync;
+mod otlp_sink;
 mod store;
 
 use anyhow::Result;
@@ -13,11 +14,14 @@ pub enum BenchCmd {
     Store(store::StoreBenchArgs),
     /// Load the Kubernetes API over HTTPS: create/get/list/watch, a 10,000-pod LIST, many watchers.
     Api(api::ApiBenchArgs),
+    /// An OTLP/gRPC trace receiver that accepts and counts spans (a stand-in collector).
+    OtlpSink(otlp_sink::OtlpSinkArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Store(a) => store::run(a).await,
         BenchCmd::Api(a) => api::run(a).await,
+        BenchCmd::OtlpSink(a) => otlp_sink::run(a).await,
     }
 }
