@@ -308,7 +308,16 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = std::time::Instant::now();
-    let labels = request_labels(&req);
+    let mut labels = request_labels(&req);
+    // Only served resources label the metrics (arbitrary paths must not grow the series).
+    let served = labels.resource.is_empty()
+        || api
+            .registry
+            .find(&labels.group, &labels.version, &labels.resource)
+            .is_some_and(|d| labels.subresource.is_empty() || d.has_subresource(&labels.subresource));
+    if !served {
+        labels = crate::metrics::RequestLabels { verb: req.method().to_string(), ..Default::default() };
+    }
     // A server span (OpenTelemetry's HTTP and k8s conventions), child of the caller's
     // `traceparent` when it sends one.
     let route_name = if labels.resource.is_empty() {

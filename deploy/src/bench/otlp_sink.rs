@@ -24,20 +24,16 @@ impl TraceService for Sink {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = req
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|r| r.scope_spans.iter())
-            .map(|s| s.spans.len())
-            .sum();
+        let n: usize =
+            req.into_inner().resource_spans.iter().flat_map(|r| r.scope_spans.iter()).map(|s| s.spans.len()).sum();
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
 pub async fn run(a: OtlpSinkArgs) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("cannot listen on {}", a.addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("cannot listen on {}", a.addr))?;
     let count = Arc::new(AtomicU64::new(0));
     let shown = count.clone();
     tokio::spawn(async move {
