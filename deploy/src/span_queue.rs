@@ -101,6 +101,26 @@ fn export<E: SpanExporter>(
     }
 }
 
+/// Export what is queued now (at most one queue's worth, in batches of `max_batch`).
+fn drain<E: SpanExporter>(
+    exporter: &E,
+    runtime: &tokio::runtime::Handle,
+    cfg: &QueueConfig,
+    rx: &Receiver<Msg>,
+    batch: &mut Vec<SpanData>,
+    dropped: &IntCounterVec,
+) {
+    for m in rx.try_iter().take(cfg.max_queue) {
+        if let Msg::Span(s) = m {
+            batch.push(*s);
+            if batch.len() >= cfg.max_batch {
+                export(exporter, runtime, batch, cfg.export_timeout, dropped);
+            }
+        }
+    }
+    export(exporter, runtime, batch, cfg.export_timeout, dropped);
+}
+
 fn run<E: SpanExporter>(
     mut exporter: E,
     runtime: tokio::runtime::Handle,
@@ -116,21 +136,11 @@ fn run<E: SpanExporter>(
             match m {
                 Msg::Resource(r) => exporter.set_resource(&r),
                 Msg::Flush(ack) => {
-                    while let Ok(m) = rx.try_recv() {
-                        if let Msg::Span(s) = m {
-                            batch.push(*s);
-                        }
-                    }
-                    export(&exporter, &runtime, &mut batch, cfg.export_timeout, &dropped);
+                    drain(&exporter, &runtime, &cfg, &rx, &mut batch, &dropped);
                     let _ = ack.send(());
                 }
                 Msg::Shutdown(ack) => {
-                    while let Ok(m) = rx.try_recv() {
-                        if let Msg::Span(s) = m {
-                            batch.push(*s);
-                        }
-                    }
-                    export(&exporter, &runtime, &mut batch, cfg.export_timeout, &dropped);
+                    drain(&exporter, &runtime, &cfg, &rx, &mut batch, &dropped);
                     let _ = exporter.shutdown();
                     let _ = ack.send(());
                     return;
@@ -143,6 +153,7 @@ fn run<E: SpanExporter>(
                 batch.push(*s);
                 if batch.len() >= cfg.max_batch {
                     export(&exporter, &runtime, &mut batch, cfg.export_timeout, &dropped);
+                    next = Instant::now() + cfg.delay;
                 }
             }
             Ok(_) => {}
@@ -167,9 +178,8 @@ impl SpanProcessor for QueueProcessor {
         }
         match self.tx.try_send(Msg::Span(Box::new(span))) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.with_label_values(&["queue_full"]).inc();
-            }
+            Err(TrySendError::Full(_)) => self.dropped.with_label_values(&["queue_full"]).inc(),
+            Err(TrySendError::Disconnected(_)) => self.dropped.with_label_values(&["shut_down"]).inc(),
         }
     }
 

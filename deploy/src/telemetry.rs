@@ -35,7 +35,7 @@ pub fn spans_dropped() -> &'static prometheus::IntCounterVec {
         )
         .expect("literal counter options");
         // Both series exist from the start (at 0).
-        for reason in ["queue_full", "export_failed"] {
+        for reason in ["queue_full", "export_failed", "shut_down"] {
             c.with_label_values(&[reason]);
         }
         c
@@ -45,13 +45,15 @@ pub fn spans_dropped() -> &'static prometheus::IntCounterVec {
 /// The exporter's handle: flushed and shut down at exit.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// How long an export may take (the shutdown waits one, plus a second).
+    export_timeout: std::time::Duration,
 }
 
 impl Telemetry {
     /// Export what is queued (bounded by the exporter's own timeout) and stop.
     pub fn shutdown(self) {
         if let Some(p) = self.provider {
-            if let Err(e) = p.shutdown() {
+            if let Err(e) = p.shutdown_with_timeout(self.export_timeout + std::time::Duration::from_secs(1)) {
                 tracing::debug!(error = %e, "trace exporter shutdown");
             }
         }
@@ -104,7 +106,7 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
         .with_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")));
     let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) else {
         tracing_subscriber::registry().with(fmt).init();
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry { provider: None, export_timeout: std::time::Duration::ZERO });
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -117,10 +119,11 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
         .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    let cfg = crate::span_queue::QueueConfig::from_env();
     let queue = crate::span_queue::QueueProcessor::new(
         exporter,
         tokio::runtime::Handle::current(),
-        crate::span_queue::QueueConfig::from_env(),
+        cfg,
         spans_dropped().clone(),
     )
     .context("starting the span export thread")?;
@@ -134,5 +137,5 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     keelson_store::trace::install(keelson_store::trace::TraceHooks { inject, adopt });
     tracing::info!(endpoint, instance, "exporting traces over OTLP");
-    Ok(Telemetry { provider: Some(provider) })
+    Ok(Telemetry { provider: Some(provider), export_timeout: cfg.export_timeout })
 }

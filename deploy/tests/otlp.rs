@@ -168,7 +168,7 @@ async fn a_black_holed_collector_costs_spans_not_requests() {
         ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "8".into()),
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
         ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ("OTEL_BSP_EXPORT_TIMEOUT".into(), "500".into()),
+        ("OTEL_BSP_EXPORT_TIMEOUT".into(), "5000".into()),
     ];
     c.spawn(0);
     c.wait_leader(&[0]).await;
@@ -177,7 +177,11 @@ async fn a_black_holed_collector_costs_spans_not_requests() {
     // Every request is traced (a root span when the client sends no context), so start-up
     // already queued some; count from here.
     let before = dropped(&pki, &api).await;
+    // Exports hang for 5 s each: a processor that made requests wait for them would show
+    // here as requests of seconds; the queue must not.
+    let mut slowest = std::time::Duration::ZERO;
     for i in 0..40 {
+        let sent = std::time::Instant::now();
         let traceparent =
             format!("traceparent: 00-{:032x}-{:016x}-01", rand::random::<u128>() | 1, rand::random::<u64>() | 1);
         let doc = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
@@ -191,7 +195,12 @@ async fn a_black_holed_collector_costs_spans_not_requests() {
         )
         .await;
         assert_eq!(code, 201, "request {i} with the collector black-holed: {body}");
+        slowest = slowest.max(sent.elapsed());
     }
+    assert!(
+        slowest < std::time::Duration::from_millis(2500),
+        "a request waited {slowest:?} on the black-holed collector"
+    );
     eventually(WAIT, "the dropped-span counter to rise", || {
         let (pki, api) = (pki.clone(), api.clone());
         // Each create is three spans (API, propose, apply); the queue holds 8.

@@ -141,6 +141,8 @@ impl Cluster {
             .args(["--peer-addr", &m.peer_addr, "--etcd-addr", &m.etcd_addr, "--api-addr", &m.api_addr])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&m.extra_args)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
             .envs(m.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()));
         cmd
