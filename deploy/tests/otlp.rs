@@ -126,6 +126,52 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
         );
     }
     eprintln!("the trace, as a tree:\n{}", tree(&spans, &client_span, 0));
+
+    // Through a follower: its propose forwards to the leader, whose part is a span of the
+    // same trace (child of the follower's propose).
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let trace2 = format!("{:032x}", rand::random::<u128>() | 1);
+    let client2 = format!("{:016x}", rand::random::<u64>() | 1);
+    let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced-2"}}"#;
+    let (code, body) = curl_api(
+        &pki,
+        true,
+        15,
+        &c.masters[follower].api_addr,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("traceparent: 00-{trace2}-{client2}-01"),
+            "--data",
+            doc,
+        ],
+        "/api/v1/namespaces/default/configmaps",
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let follower_name = names[follower].clone();
+    let spans = eventually(WAIT, "the follower's propose and the leader's forwarded part", || {
+        let (seen, trace2, leader_name) = (seen.clone(), trace2.clone(), leader_name.clone());
+        async move {
+            let spans: Vec<_> = seen.lock().unwrap().iter().filter(|s| s.2 == trace2).cloned().collect();
+            let ok = spans.iter().any(|s| s.1 == "raft.propose.forwarded" && s.0 == leader_name)
+                && spans.iter().filter(|s| s.1 == "raft.apply").count() >= 3;
+            ok.then_some(spans)
+        }
+    })
+    .await;
+    let propose = spans
+        .iter()
+        .find(|s| s.1 == "raft.propose" && s.0 == follower_name)
+        .unwrap_or_else(|| panic!("no raft.propose on the follower {follower_name}: {spans:#?}"));
+    assert!(
+        spans.iter().any(|s| s.1 == "raft.propose.forwarded" && s.0 == leader_name && s.4 == propose.3),
+        "the leader's forwarded span is not under the follower's propose: {spans:#?}"
+    );
+    eprintln!("through a follower:\n{}", tree(&spans, &client2, 0));
     stop.cancel();
     let _ = server.await;
 }

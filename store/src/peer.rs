@@ -71,7 +71,31 @@ async fn dispatch(core: &Arc<Core>, kind: u32, data: &[u8]) -> Vec<u8> {
             Err(e) => bad(e),
         },
         Some(Kind::Propose) => match decode::<Vec<StoreRequest>>(data) {
-            Ok(reqs) => enc(&match core.router.write_local(reqs).await {
+            Ok(reqs) => enc(&match {
+                // A forwarded batch's commands may belong to several traces: each traced
+                // one gets a span, parented on its carried context, for the leader's part.
+                let spans: Vec<tracing::Span> = if crate::trace::enabled() {
+                    reqs.iter()
+                        .filter(|r| !r.trace.is_empty())
+                        .map(|r| {
+                            let s = tracing::info_span!(
+                                parent: None,
+                                "raft.propose.forwarded",
+                                otel.kind = "server",
+                                rpc.system = "raft",
+                                keelson.member = %core.name,
+                            );
+                            crate::trace::adopt(&s, &r.trace);
+                            s
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let r = core.router.write_local(reqs).await;
+                drop(spans);
+                r
+            } {
                 Ok(Some((results, log_index))) => ProposeReply::Applied { results, log_index },
                 Ok(None) => ProposeReply::NotLeader { leader: core.router.leader_id() },
                 Err(e) => ProposeReply::Failed(e),
