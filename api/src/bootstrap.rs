@@ -18,9 +18,7 @@ pub(crate) async fn run(api: &Api) -> Result<(), ApiError> {
         let key = crate::storage::object_key(&def, None, ns);
         let mut obj = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}});
         crate::strategy::prepare_create(&def, &mut obj);
-        let meta = crate::meta::metadata_mut(&mut obj);
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+        crate::meta::stamp_new(&mut obj);
         // Absent → create; present → leave it (the txn reads it back, nothing is written).
         api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
         namespace_defaults(api, ns).await?;
@@ -54,8 +52,7 @@ pub(crate) async fn namespace_defaults(api: &Api, ns: &str) -> Result<(), ApiErr
         let meta = crate::meta::metadata_mut(&mut obj);
         meta.insert("name".into(), json!(name));
         meta.insert("namespace".into(), json!(ns));
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+        crate::meta::stamp_new(&mut obj);
         api.store.txn(Txn::cas_put(key, crate::storage::encode(&obj)?, 0)).await?;
     }
     Ok(())
@@ -75,9 +72,7 @@ async fn kubernetes_service(api: &Api) -> Result<(), ApiError> {
     });
     crate::strategy::prepare_create(&def, &mut obj);
     let plan = crate::alloc::plan(&api.ranges, &mut obj, None)?;
-    let meta = crate::meta::metadata_mut(&mut obj);
-    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-    meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+    crate::meta::stamp_new(&mut obj);
     let mut txn = Txn::cas_put(key, crate::storage::encode(&obj)?, 0);
     crate::rest::alloc_ops(&mut txn, &plan, "default/kubernetes");
     // Absent → created with its address; present (or its address taken) → left alone.

@@ -57,6 +57,13 @@ pub fn set_resource_version(obj: &mut Value, rv: i64) {
 }
 
 /// Go's `metav1.Time`: RFC 3339, whole seconds, UTC.
+/// What every new object gets: a fresh uid and its creation time.
+pub fn stamp_new(obj: &mut Value) {
+    let meta = metadata_mut(obj);
+    meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+}
+
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

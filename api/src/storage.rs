@@ -104,6 +104,17 @@ pub async fn get(store: &Store, key: &str, freshness: Freshness) -> Result<(Opti
     Ok(store.get(key.as_bytes().to_vec(), consistency).await?)
 }
 
+/// An object from this master's store, else (maybe just written through another master)
+/// from the leader: cheap when present, never a false "absent".
+pub async fn get_local_or_latest(store: &Store, key: &str) -> Result<Option<KeyValue>, ApiError> {
+    for freshness in [Freshness::Any, Freshness::Latest] {
+        if let (Some(kv), _) = get(store, key, freshness).await? {
+            return Ok(Some(kv));
+        }
+    }
+    Ok(None)
+}
+
 /// A continue token: the revision the list is pinned at and the key to resume from,
 /// encoded as Kubernetes encodes it (`{"v":"meta.k8s.io/v1","rv":N,"start":"…"}`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -80,15 +80,10 @@ impl Watch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_masters_serve_kubectl_and_a_follower_watch_survives_the_leader() {
-    let mut c = Cluster::new(3);
-    let pki: PathBuf = c.dir.path().join("pki");
+    let mut c = Cluster::shared_pki(3, &[]);
+    let pki: PathBuf = c.pki();
     let apis: Vec<String> = c.masters.iter().map(|m| m.api_addr.clone()).collect();
-    for m in c.masters.iter_mut() {
-        m.extra_args = vec!["--pki-dir".into(), pki.display().to_string()];
-    }
-    for i in 0..3 {
-        c.spawn(i);
-    }
+    c.spawn_all();
     let leader = c.wait_leader(&[0, 1, 2]).await;
     let kubeconfig = c.masters[0].data_dir.join("admin.kubeconfig");
     eventually(WAIT, "m1's kubeconfig to list all three masters", || async {
@@ -250,15 +245,10 @@ async fn try_scrape(pki: &Path, api: &str) -> Option<std::collections::BTreeMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_the_raft_metrics_follow_a_leader_change() {
-    let mut c = Cluster::new(3);
-    let pki: PathBuf = c.dir.path().join("pki");
+    let mut c = Cluster::shared_pki(3, &[]);
+    let pki: PathBuf = c.pki();
     let apis: Vec<String> = c.masters.iter().map(|m| m.api_addr.clone()).collect();
-    for m in c.masters.iter_mut() {
-        m.extra_args = vec!["--pki-dir".into(), pki.display().to_string()];
-    }
-    for i in 0..3 {
-        c.spawn(i);
-    }
+    c.spawn_all();
     let leader = c.wait_leader(&[0, 1, 2]).await;
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
     // A write through the follower: counted there with Kubernetes' labels.

@@ -69,15 +69,12 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
         }
     });
 
-    let mut c = Cluster::new(3);
-    let pki: PathBuf = c.dir.path().join("pki");
+    let mut c = Cluster::shared_pki(3, &["--otlp-endpoint", &otlp]);
+    let pki: PathBuf = c.pki();
     for m in c.masters.iter_mut() {
-        m.extra_args = vec!["--pki-dir".into(), pki.display().to_string(), "--otlp-endpoint".into(), otlp.clone()];
         m.env = vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into())];
     }
-    for i in 0..3 {
-        c.spawn(i);
-    }
+    c.spawn_all();
     let leader = c.wait_leader(&[0, 1, 2]).await;
     c.wait_api_settled(3).await;
     let api = c.masters[leader].api_addr.clone();
@@ -207,9 +204,8 @@ async fn a_black_holed_collector_costs_spans_not_requests() {
             conns.push(s);
         }
     });
-    let mut c = Cluster::new(1);
-    let pki: PathBuf = c.dir.path().join("pki");
-    c.masters[0].extra_args = vec!["--pki-dir".into(), pki.display().to_string(), "--otlp-endpoint".into(), otlp];
+    let mut c = Cluster::shared_pki(1, &["--otlp-endpoint", &otlp]);
+    let pki: PathBuf = c.pki();
     c.masters[0].env = vec![
         ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "8".into()),
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),

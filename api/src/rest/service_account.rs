@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::Ctx;
 use crate::status::ApiError;
-use crate::storage::{self, Freshness};
+use crate::storage;
 
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const VOLUME_PREFIX: &str = "kube-api-access-";
@@ -67,12 +67,7 @@ fn mount_token(spec: &mut Map<String, Value>, volume_name: String) {
 async fn lookup(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
     let Some(def) = ctx.api.registry.find("", "v1", "serviceaccounts") else { return Ok(None) };
     let key = storage::object_key(&def, Some(ns), name);
-    for freshness in [Freshness::Any, Freshness::Latest] {
-        if let (Some(kv), _) = storage::get(&ctx.api.store, &key, freshness).await? {
-            return Ok(Some(storage::decode(&kv)?));
-        }
-    }
-    Ok(None)
+    storage::get_local_or_latest(&ctx.api.store, &key).await?.as_ref().map(storage::decode).transpose()
 }
 
 /// ServiceAccount admission on a pod being created.

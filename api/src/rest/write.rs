@@ -2,7 +2,7 @@
 //! rules and the CAS write.
 
 use http::{Response, StatusCode};
-use keelson_store::{Consistency, Txn};
+use keelson_store::Txn;
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -287,15 +287,10 @@ pub async fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
     let key = storage::object_key(&namespaces, None, ns);
-    let (kv, _) = ctx.api.store.get(key.clone().into_bytes(), Consistency::Serializable).await?;
-    let kv = match kv {
-        Some(kv) => kv,
-        None => {
-            // Maybe just created through another master: ask the leader before refusing.
-            let (kv, _) = ctx.api.store.get(key.into_bytes(), Consistency::Linearizable).await?;
-            kv.ok_or_else(|| ApiError::not_found("namespaces", "", ns))?
-        }
-    };
+    // Maybe just created through another master: the leader is asked before refusing.
+    let kv = storage::get_local_or_latest(&ctx.api.store, &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("namespaces", "", ns))?;
     let obj = storage::decode(&kv)?;
     if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         || obj.pointer("/metadata/deletionTimestamp").is_some()
@@ -349,9 +344,8 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
             meta.remove(f);
         }
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
     }
+    crate::meta::stamp_new(&mut obj);
     if strategy::tracks_generation(&obj) && def.kind != "Pod" {
         crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
     }

@@ -101,6 +101,30 @@ impl Cluster {
         Cluster { dir, masters, initial_cluster }
     }
 
+    /// Lay out `n` masters (not started) sharing one `--pki-dir` (one CA, so any master's
+    /// kubeconfig and certificates work against all); `extra` goes to every master too.
+    pub fn shared_pki(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::new(n);
+        let pki = c.pki().display().to_string();
+        for m in c.masters.iter_mut() {
+            m.extra_args = vec!["--pki-dir".to_string(), pki.clone()];
+            m.extra_args.extend(extra.iter().map(|a| a.to_string()));
+        }
+        c
+    }
+
+    /// The shared PKI directory of [`Cluster::shared_pki`].
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// Start every master.
+    pub fn spawn_all(&mut self) {
+        for i in 0..self.masters.len() {
+            self.spawn(i);
+        }
+    }
+
     /// Start `n` masters and wait until they agree on a leader and every API server has
     /// made its start-up writes (default namespaces, its entry under
     /// `/registry/masterleases/`), so tests that count revisions see only their own writes.
