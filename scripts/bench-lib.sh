@@ -13,7 +13,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port below the kernel's ephemeral range (32768+), where outgoing
+# connections take their source ports, so it stays free until the server binds it. The
+# next candidate lives in a file because `$(port)` runs in a subshell.
+echo $((RANDOM % 12000)) >"$WORK/next-port"
+port() {
+    local n p
+    for _ in $(seq 1 12000); do
+        n=$(cat "$WORK/next-port"); echo $(((n + 1) % 12000)) >"$WORK/next-port"
+        p=$((20000 + n))
+        if python3 -c 'import socket,sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$p" 2>/dev/null; then
+            echo "$p"; return 0
+        fi
+    done
+    echo "no free loopback port in 20000..32000" >&2; return 1
+}
 
 wait_healthy() { # endpoints... (each answers etcd's health check within ~20 s)
     for ep in "$@"; do

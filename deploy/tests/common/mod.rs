@@ -21,9 +21,26 @@ pub fn keelson_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_keelson"))
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that is free now and stays free until the caller binds it.
+///
+/// `bind(127.0.0.1:0)` hands out ports from the kernel's ephemeral range, which outgoing
+/// connections (one master dialling another) also take their source ports from, so a port
+/// picked that way can be taken before the process meant to listen on it starts. These
+/// come from below that range (`ip_local_port_range` starts at 32768), walking up from a
+/// random point so that consecutive test binaries do not reuse each other's ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, rand::random::<u32>() % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 pub async fn within<T>(d: Duration, what: &str, fut: impl Future<Output = T>) -> T {
@@ -39,13 +56,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_or(d, what, check, String::new).await
+}
+
+/// [`eventually`], adding `detail()` (say, the processes' logs) to the timeout's message.
+pub async fn eventually_or<T, F, Fut>(d: Duration, what: &str, mut check: F, detail: impl FnOnce() -> String) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + d;
     loop {
         if let Some(v) = check().await {
             return v;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {d:?} waiting for {what}");
+            panic!("timed out after {d:?} waiting for {what}{}", detail());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -206,6 +232,14 @@ impl Cluster {
         std::fs::read_to_string(&self.masters[i].log).unwrap_or_default()
     }
 
+    /// The last `n` lines of master `i`'s log, headed by its name, for timeout messages.
+    pub fn log_tail(&self, i: usize, n: usize) -> String {
+        let text = self.log_text(i);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+        format!("\n--- {} ({}), last {n} log lines:\n{tail}", self.masters[i].name, self.masters[i].log.display())
+    }
+
     pub async fn channel(&self, i: usize) -> Channel {
         channel(&self.masters[i].etcd_addr).await
     }
@@ -228,23 +262,29 @@ impl Cluster {
 
     /// Wait until every listed master reports the same leader; returns its index.
     pub async fn wait_leader(&self, among: &[usize]) -> usize {
-        eventually(WAIT, "the masters to agree on a leader", || async {
-            let mut leader = None;
-            for &i in among {
-                let s = self.status(i).await?;
-                if s.leader == 0 || leader.is_some_and(|l| l != s.leader) {
-                    return None;
+        let detail = || among.iter().map(|&i| self.log_tail(i, 20)).collect::<String>();
+        eventually_or(
+            WAIT,
+            "the masters to agree on a leader",
+            || async {
+                let mut leader = None;
+                for &i in among {
+                    let s = self.status(i).await?;
+                    if s.leader == 0 || leader.is_some_and(|l| l != s.leader) {
+                        return None;
+                    }
+                    leader = Some(s.leader);
                 }
-                leader = Some(s.leader);
-            }
-            let id = leader?;
-            for &i in among {
-                if self.status(i).await?.header?.member_id == id {
-                    return Some(i);
+                let id = leader?;
+                for &i in among {
+                    if self.status(i).await?.header?.member_id == id {
+                        return Some(i);
+                    }
                 }
-            }
-            None
-        })
+                None
+            },
+            detail,
+        )
         .await
     }
 

@@ -19,9 +19,26 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that is free now and stays free until the caller binds it.
+///
+/// `bind(127.0.0.1:0)` hands out ports from the kernel's ephemeral range, which outgoing
+/// connections (one master dialling another) also take their source ports from, so a port
+/// picked that way can be taken before the process meant to listen on it starts. These
+/// come from below that range (`ip_local_port_range` starts at 32768), walking up from a
+/// random point so that consecutive test binaries do not reuse each other's ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, rand::random::<u32>() % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Await `fut`, failing the test with `what` if it takes longer than `d`.
