@@ -41,6 +41,13 @@ pub mod tls;
 pub mod tokens;
 
 pub use serve::{ApiConfig, ApiServer};
+
+/// A request extension: the Raft term this request's writes are fenced to. Only the
+/// in-process client ([`ApiServer::handle_local`]) sets it — the leader's controllers and
+/// scheduler — so a write issued in one term is refused if it commits in another and a
+/// deposed leader can never act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence(pub u64);
 pub use status::ApiError;
 
 /// The Kubernetes version this API server implements (k8s-openapi's `v1_33` types).

@@ -185,6 +185,27 @@ impl ApiServer {
         self.api.metrics.register(c)
     }
 
+    /// Serve one request in-process (no TCP, no TLS) as `user`, through the same
+    /// authorization, admission and strategy as any other; its writes are fenced to
+    /// `fence` when given. The transport of the leader's in-process `kube::Client`.
+    pub async fn handle_local(&self, req: Request<Bytes>, user: UserInfo, fence: Option<u64>) -> Response<Body> {
+        let (mut parts, bytes) = req.into_parts();
+        if let Some(term) = fence {
+            parts.extensions.insert(crate::Fence(term));
+        }
+        handle(&self.api, Request::from_parts(parts, Full::new(bytes)), Some(user)).await
+    }
+
+    /// The cluster CA (PEM) this API server serves with.
+    pub fn ca_pem(&self) -> &str {
+        &self.api.ca_pem
+    }
+
+    /// The store under this API server.
+    pub fn store(&self) -> &Store {
+        &self.api.store
+    }
+
     /// Create the default namespaces (idempotent; any master may do it).
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         crate::bootstrap::run(&self.api).await

@@ -206,6 +206,10 @@ impl From<keelson_store::StoreError> for ApiError {
                 err.details = Some(Box::new(Details { retry_after_seconds: Some(1), ..Default::default() }));
                 err
             }
+            // A deposed leader's controller: nothing was written; it stops on its own.
+            E::TermMismatch { .. } => {
+                ApiError::new(409, "Conflict", format!("{e}: this master is no longer the leader that issued it"))
+            }
             other => ApiError::internal(format!("store: {other}")),
         }
     }

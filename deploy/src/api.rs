@@ -38,6 +38,8 @@ pub struct ApiHandle {
     /// Fires once the default namespaces exist and the kubeconfig is written.
     pub ready: oneshot::Receiver<()>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The API server itself (for the leader's in-process clients).
+    pub server: ApiServer,
 }
 
 fn host_of(addr: &str) -> String {
@@ -93,13 +95,14 @@ pub async fn start(
         stop.clone(),
     )?;
     server.register_metric(Box::new(crate::telemetry::spans_dropped().clone()))?;
+    let server_handle = server.clone();
     let task = tokio::spawn(server.clone().serve(listener));
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");
     crate::kubeconfig::write(&kubeconfig, &pki, &[(opts.name.clone(), url.clone())], &opts.name)?;
     let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(maintain(store, server, pki, opts.name.clone(), url.clone(), kubeconfig.clone(), stop, ready_tx));
     tracing::info!(api = %url, kubeconfig = %kubeconfig.display(), "API server listening");
-    Ok(ApiHandle { kubeconfig, url, ready, task })
+    Ok(ApiHandle { kubeconfig, url, ready, task, server: server_handle })
 }
 
 /// Retry `f` until it succeeds or `stop` fires (a new cluster has no leader for a moment).

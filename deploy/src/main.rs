@@ -1,11 +1,17 @@
 //! `keelson`: the one binary. `keelson server` runs a master (store, etcd endpoint, API
-//! server; `api.rs`, `pki.rs`, `kubeconfig.rs`); `keelson up` a one-master cluster; `keelson bench store`
-//! measures an etcd-v3 endpoint (keelson's or a real etcd's). Start reading at the
-//! subcommand modules: `server.rs`, `bench/`.
+//! server; `api.rs`, `pki.rs`, `kubeconfig.rs`; on the Raft leader the controllers and
+//! scheduler, `leader.rs`); `keelson up` a one-master cluster; `keelson agent --simulate N`
+//! simulated nodes; `keelson controllers` the control loops against any API server;
+//! `keelson bench store` measures an etcd-v3 endpoint (keelson's or a real etcd's). Start
+//! reading at the subcommand modules: `server.rs`, `bench/`.
 
+mod agent;
 mod api;
 mod bench;
+mod controllers_cmd;
+mod kubeclient;
 mod kubeconfig;
+mod leader;
 mod pki;
 mod server;
 mod span_queue;
@@ -39,6 +45,11 @@ enum Cmd {
     Server(server::ServerArgs),
     /// A one-master cluster in one process; prints the admin kubeconfig path when ready.
     Up(up::UpArgs),
+    /// A node: `--simulate N` runs N simulated nodes against the API.
+    Agent(agent::AgentArgs),
+    /// The controllers and the scheduler against any API server (keelson's masters run
+    /// them on the Raft leader themselves).
+    Controllers(controllers_cmd::ControllersArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -61,6 +72,8 @@ fn main() {
         Cmd::Server(a) => a.name.clone(),
         Cmd::Up(_) => "up".to_string(),
         Cmd::Bench(_) => "bench".to_string(),
+        Cmd::Agent(_) => "agent".to_string(),
+        Cmd::Controllers(_) => "controllers".to_string(),
     };
     // Inside the runtime: the OTLP exporter's gRPC channel lives on it.
     let telemetry = match rt.block_on(async { telemetry::init(&cli.log, cli.otlp_endpoint.as_deref(), &instance) }) {
@@ -75,6 +88,8 @@ fn main() {
             Cmd::Server(args) => server::run(args).await,
             Cmd::Up(args) => up::run(args).await,
             Cmd::Bench(b) => bench::run(b).await,
+            Cmd::Agent(a) => agent::run(a).await,
+            Cmd::Controllers(a) => controllers_cmd::run(a).await,
         }
     });
     rt.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await.ok() });

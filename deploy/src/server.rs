@@ -64,6 +64,21 @@ pub struct ServerArgs {
     /// Most client commands group-committed into one Raft entry.
     #[arg(long, default_value_t = 1024)]
     pub max_batch: usize,
+    /// Where node podCIDRs come from (node IPAM), as kube-controller-manager's
+    /// --cluster-cidr; `none` turns node IPAM off.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// The size of each node's podCIDR, as --node-cidr-mask-size.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// A node whose Lease is older than this is NotReady (Unknown), as
+    /// --node-monitor-grace-period (`40s`, `1m` or seconds).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// Don't run the controllers and the scheduler on this master even when it leads
+    /// (they can run elsewhere: `keelson controllers --kubeconfig …`).
+    #[arg(long)]
+    pub no_controllers: bool,
 }
 
 /// `1h`, `30m`, `90s`, `1h30m` or plain seconds.
@@ -94,6 +109,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl ServerArgs {
+    /// The settings of the controllers and the scheduler this master runs when it leads.
+    pub fn leader_options(&self, root_ca_pem: &str) -> Result<crate::leader::LeaderOptions> {
+        let cluster_cidr = match self.cluster_cidr.as_str() {
+            "" | "none" => None,
+            c => {
+                parse_cidr(c).map_err(|e| anyhow::anyhow!("--cluster-cidr {c}: {e}"))?;
+                Some(c.to_string())
+            }
+        };
+        if !(8..=30).contains(&self.node_cidr_mask_size) {
+            anyhow::bail!("--node-cidr-mask-size {} is not between 8 and 30", self.node_cidr_mask_size);
+        }
+        Ok(crate::leader::LeaderOptions {
+            controllers: keelson_controllers::ControllerConfig {
+                cluster_cidr,
+                node_cidr_mask_size: self.node_cidr_mask_size,
+                node_monitor_grace: self.node_monitor_grace_period,
+                root_ca_pem: Some(root_ca_pem.to_string()),
+                ..Default::default()
+            },
+            scheduler: keelson_scheduler::SchedulerConfig::default(),
+        })
+    }
+
     pub fn config(&self) -> Result<StoreConfig> {
         let peer_addr = strip_scheme(&self.peer_addr).to_string();
         let initial = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={}", self.name, peer_addr));
@@ -169,6 +208,16 @@ pub async fn start(
             return Err(e);
         }
     };
+    if !args.no_controllers {
+        let leader = match args.leader_options(api.server.ca_pem()) {
+            Ok(o) => o,
+            Err(e) => {
+                store.shutdown().await;
+                return Err(e);
+            }
+        };
+        tokio::spawn(crate::leader::run(store.clone(), api.server.clone(), leader, stop.clone()));
+    }
     Ok((store, etcd, api))
 }
 

@@ -46,6 +46,10 @@ pub async fn run(a: UpArgs) -> Result<()> {
         election_timeout_ms: 300,
         snapshot_count: 20_000,
         max_batch: 1024,
+        cluster_cidr: "10.244.0.0/16".into(),
+        node_cidr_mask_size: 24,
+        node_monitor_grace_period: std::time::Duration::from_secs(40),
+        no_controllers: false,
     };
     let (store, etcd, mut api) = crate::server::start(&args).await?;
     tokio::select! {

@@ -1,4 +1,8 @@
 //! keelson-node: the kubelet (runc/crun, CNI, images, probes, volumes, streaming), the
 //! service proxy, cluster DNS and simulated nodes.
 //!
-//! Not built yet — see the node issue. This crate holds only this doc.
+//! Built so far: [`simulate`], simulated nodes in the manner of KWOK — many fake Nodes,
+//! each with a Lease, whose pods "run" without containers (how keelson benchmarks its
+//! scheduler and tests its controllers). The real kubelet comes later in this crate.
+
+pub mod simulate;

@@ -158,3 +158,51 @@ async fn a_new_leader_extends_leases_instead_of_expiring_them() {
         m.store.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fenced_to_an_old_term_are_refused_and_write_nothing() {
+    init_tracing();
+    let ms = start_cluster(3, |_| {}).await;
+    let leader = must_leader(&ms).await;
+    let term = ms[leader].store.leadership().borrow().term;
+    let follower = (leader + 1) % 3;
+    tracing::info!("--- fenced to the current term: accepted, through the leader and a follower");
+    for m in [leader, follower] {
+        let r = ms[m].store.txn_with(Txn::put(format!("/registry/f/{m}"), "ok"), Default::default(), Some(term)).await;
+        assert!(r.unwrap().succeeded);
+    }
+    tracing::info!("--- fenced to another term: refused, nothing written");
+    let before = ms[leader].store.revision();
+    for stale in [term - 1, term + 1] {
+        let err = ms[follower]
+            .store
+            .txn_with(Txn::put("/registry/f/stale", "no"), Default::default(), Some(stale))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::TermMismatch { expected, actual } if expected == stale && actual == term),
+            "{err}"
+        );
+    }
+    let (kv, rev) = ms[leader].store.get("/registry/f/stale", Consistency::Linearizable).await.unwrap();
+    assert!(kv.is_none() && rev == before, "a refused write left no trace (revision {before} → {rev})");
+    tracing::info!("--- after a leader change, the old term's writes are refused everywhere");
+    ms[leader].store.shutdown().await;
+    let rest: Vec<&Master> = ms.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, m)| m).collect();
+    let new_leader = eventually(WAIT, "a new leader", || async {
+        rest.iter().position(|m| m.store.leadership().borrow().is_leader)
+    })
+    .await;
+    let new_term = rest[new_leader].store.leadership().borrow().term;
+    assert!(new_term > term);
+    for m in &rest {
+        let err =
+            m.store.txn_with(Txn::put("/registry/f/old", "no"), Default::default(), Some(term)).await.unwrap_err();
+        assert!(matches!(err, StoreError::TermMismatch { .. }), "{err}");
+    }
+    let (kv, _) = rest[0].store.get("/registry/f/old", Consistency::Linearizable).await.unwrap();
+    assert!(kv.is_none());
+    for m in rest {
+        m.store.shutdown().await;
+    }
+}

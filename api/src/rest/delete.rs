@@ -143,7 +143,7 @@ async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Value
             if obj == before || opts.dry_run {
                 return Ok(obj);
             }
-            let r = ctx.api.store.txn(Txn::cas_put(key.clone(), storage::encode(&obj)?, kv.mod_revision)).await?;
+            let r = ctx.txn(Txn::cas_put(key.clone(), storage::encode(&obj)?, kv.mod_revision)).await?;
             if r.succeeded {
                 crate::meta::set_resource_version(&mut obj, r.revision);
                 return Ok(obj);
@@ -153,7 +153,7 @@ async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Value
         if opts.dry_run {
             return Ok(obj);
         }
-        let r = ctx.api.store.txn(delete_txn(ctx, &obj, key.clone(), kv.mod_revision)).await?;
+        let r = ctx.txn(delete_txn(ctx, &obj, key.clone(), kv.mod_revision)).await?;
         if r.succeeded {
             crate::rest::write::crd_written(ctx).await;
             return Ok(obj);

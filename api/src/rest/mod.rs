@@ -2,7 +2,9 @@
 
 mod admission;
 mod apply;
+mod binding;
 mod delete;
+mod finalize;
 mod kubelet;
 mod patch;
 mod quota;
@@ -47,9 +49,17 @@ pub(crate) struct Ctx {
     pub user_agent: Option<String>,
     /// `Warning` headers for the response (unknown fields under fieldValidation=Warn).
     pub warnings: std::sync::Mutex<Vec<String>>,
+    /// The Raft term the caller's writes are fenced to (the leader's in-process
+    /// controllers), see [`crate::Fence`].
+    pub fence: Option<u64>,
 }
 
 impl Ctx {
+    /// Write through the store, fenced to the caller's term when it has one.
+    pub async fn txn(&self, txn: keelson_store::Txn) -> Result<keelson_store::TxnResult, keelson_store::StoreError> {
+        self.api.store.txn_with(txn, Default::default(), self.fence).await
+    }
+
     pub fn namespace(&self) -> Option<&str> {
         if self.def.namespaced {
             self.path.namespace.as_deref()
@@ -177,6 +187,7 @@ where
         content_type,
         user_agent: req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
         warnings: std::sync::Mutex::new(Vec::new()),
+        fence: req.extensions().get::<crate::Fence>().map(|f| f.0),
     };
     let mut resp = route_verb(&ctx, req, verb).await?;
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
@@ -231,6 +242,14 @@ where
         ("create", Some("token")) if def.group.is_empty() && def.plural == "serviceaccounts" => {
             let body = crate::body::read(req.into_body()).await?;
             token::create(ctx, &body).await
+        }
+        ("create", Some("binding")) if def.group.is_empty() && def.plural == "pods" => {
+            let body = crate::body::read(req.into_body()).await?;
+            binding::create(ctx, &body).await
+        }
+        ("update", Some("finalize")) if def.group.is_empty() && def.plural == "namespaces" => {
+            let body = crate::body::read(req.into_body()).await?;
+            finalize::update(ctx, &body).await
         }
         ("get", Some("scale")) => scale::get(ctx).await,
         ("get", Some(s @ "log")) | ("get" | "create", Some(s @ ("exec" | "attach" | "portforward")))

@@ -211,7 +211,7 @@ async fn cas_put(
         txn.failure.push(Op::Range(RangeRequest::new(KeyRange::single(q.key.clone()))));
     }
     if !crate::events::expires(&ctx.def.group, &ctx.def.kind) {
-        return Ok(ctx.api.store.txn(txn).await?);
+        return Ok(ctx.txn(txn).await?);
     }
     let mut tries = 0;
     loop {
@@ -219,7 +219,7 @@ async fn cas_put(
         if let Some(keelson_store::Op::Put(p)) = txn.success.first_mut() {
             p.lease = lease;
         }
-        match ctx.api.store.txn(txn.clone()).await {
+        match ctx.txn(txn.clone()).await {
             // The cached lease ran out: take a fresh one, once.
             Err(keelson_store::StoreError::LeaseNotFound(_)) if tries == 0 => {
                 tries += 1;
@@ -481,6 +481,14 @@ pub async fn store_update(
             meta.insert("namespace".into(), ns.clone());
         }
     }
+    // A namespace's `spec.finalizers` change only through `/finalize`.
+    if def.group.is_empty() && def.kind == "Namespace" && ctx.path.subresource.as_deref() != Some("finalize") {
+        if let (Some(spec), Some(old_f)) =
+            (new.get_mut("spec").and_then(Value::as_object_mut), old.pointer("/spec/finalizers"))
+        {
+            spec.insert("finalizers".into(), old_f.clone());
+        }
+    }
     strategy::apply_defaults(def, &mut new);
     // A Service keeps, claims and releases its addresses in the same write.
     let plan = if is_service(ctx) && !status_only {
@@ -512,9 +520,16 @@ pub async fn store_update(
         return Ok((StatusCode::OK, new));
     }
     let key = ctx.key(&name);
-    // An object being deleted goes away when its last finalizer is removed.
-    if new.pointer("/metadata/deletionTimestamp").is_some() && crate::meta::finalizers(&new).is_empty() {
-        let r = ctx.api.store.txn(crate::rest::delete::delete_txn(ctx, &new, key, old_rev)).await?;
+    // An object being deleted goes away when its last finalizer is removed (a namespace's
+    // `spec.finalizers` too).
+    let spec_finalizers = def.group.is_empty()
+        && def.kind == "Namespace"
+        && new.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if new.pointer("/metadata/deletionTimestamp").is_some()
+        && crate::meta::finalizers(&new).is_empty()
+        && !spec_finalizers
+    {
+        let r = ctx.txn(crate::rest::delete::delete_txn(ctx, &new, key, old_rev)).await?;
         if !r.succeeded {
             return Err(ApiError::conflict(&def.plural, &def.group, &name));
         }

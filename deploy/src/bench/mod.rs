@@ -3,6 +3,7 @@
 mod api;
 mod fsync;
 mod otlp_sink;
+mod scheduler;
 mod store;
 
 use anyhow::Result;
@@ -16,6 +17,8 @@ pub enum BenchCmd {
     Api(api::ApiBenchArgs),
     /// An OTLP/gRPC trace receiver that accepts and counts spans (a stand-in collector).
     OtlpSink(otlp_sink::OtlpSinkArgs),
+    /// Schedule pods onto simulated nodes (scheduler_perf's SchedulingBasic shape).
+    Scheduler(scheduler::SchedulerBenchArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
@@ -23,5 +26,6 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Store(a) => store::run(a).await,
         BenchCmd::Api(a) => api::run(a).await,
         BenchCmd::OtlpSink(a) => otlp_sink::run(a).await,
+        BenchCmd::Scheduler(a) => scheduler::run(a).await,
     }
 }

@@ -3,6 +3,8 @@
 //! the harness drops; every wait has a timeout that names what hung.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,7 +53,7 @@ pub async fn within<T>(d: Duration, what: &str, fut: impl Future<Output = T>) ->
 }
 
 /// Poll `check` until it returns Some, failing with `what` after `d`.
-pub async fn eventually<T, F, Fut>(d: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(d: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

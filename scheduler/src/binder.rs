@@ -1,0 +1,72 @@
+//! Binding a pod to its node: `POST pods/{name}/binding` with a v1 Binding (target kind
+//! Node, the pod's UID as a precondition), like upstream's DefaultBinder.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::{Binding, ObjectReference, Pod},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{api::PostParams, Api};
+
+/// A binding that takes longer than this is given up (and the pod retried).
+pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a binding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// 409: already bound, or the pod was replaced (UID precondition): nothing to retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 404: the pod is gone.
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("binding timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn binding(namespace: &str, name: &str, uid: &str, node: &str) -> Binding {
+    Binding {
+        metadata: ObjectMeta {
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
+            uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+            ..Default::default()
+        },
+        target: ObjectReference { kind: Some("Node".into()), name: Some(node.to_string()), ..Default::default() },
+    }
+}
+
+pub async fn bind(client: kube::Client, namespace: &str, name: &str, uid: &str, node: &str) -> Result<(), BindError> {
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let body = binding(namespace, name, uid, node);
+    let params = PostParams::default();
+    let call = api.create_subresource::<_, serde_json::Value>("binding", name, &params, &body);
+    match tokio::time::timeout(BIND_TIMEOUT, call).await {
+        Err(_) => Err(BindError::Timeout(BIND_TIMEOUT)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(BindError::Conflict(s.message.clone())),
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(BindError::NotFound(s.message.clone())),
+        Ok(Err(e)) => Err(BindError::Other(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_names_the_pod_and_node() {
+        let b = binding("default", "web-1", "u-1", "node-a");
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["metadata"]["name"], "web-1");
+        assert_eq!(v["metadata"]["namespace"], "default");
+        assert_eq!(v["metadata"]["uid"], "u-1");
+        assert_eq!(v["target"]["kind"], "Node");
+        assert_eq!(v["target"]["name"], "node-a");
+        assert_eq!(v["kind"], "Binding");
+        assert_eq!(v["apiVersion"], "v1");
+    }
+}

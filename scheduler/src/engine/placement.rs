@@ -1,0 +1,104 @@
+//! Placing a pod: decide, assume it onto the node, bind in the background; and what to do
+//! when a binding finishes.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::task::JoinError;
+use tracing::Instrument;
+
+use super::{BindOutcome, Scheduler, ASSUME_TTL};
+use crate::{binder::BindError, pod_info::PodInfo, queue::Popped};
+
+impl Scheduler {
+    pub(super) fn schedule_one(&mut self, popped: Popped, now: Instant) {
+        let pod = popped.info;
+        let started = Instant::now();
+        match self.algorithm.schedule(&pod, &self.snapshot) {
+            Ok(placement) => {
+                tracing::debug!(
+                    pod = %pod.key,
+                    node = %placement.node,
+                    attempts = popped.attempts,
+                    evaluated = placement.evaluated,
+                    feasible = placement.feasible,
+                    micros = started.elapsed().as_micros() as u64,
+                    "pod placed; binding"
+                );
+                self.snapshot.assume(&pod, &placement.node);
+                self.spawn_bind(pod, placement.node);
+            }
+            Err(fit) => {
+                let message = fit.message();
+                self.stats.unschedulable += 1;
+                tracing::debug!(pod = %pod.key, attempts = popped.attempts, %message, "pod unschedulable");
+                self.queue.unschedulable(&pod.key, now);
+                self.reporter.failed(&pod, "Unschedulable", &message);
+            }
+        }
+    }
+
+    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String) {
+        let client = self.client.clone();
+        let span = tracing::debug_span!("bind", pod = %pod.key, node = %node);
+        let (p, n) = (pod.clone(), node.clone());
+        let handle = self.binds.spawn(
+            async move {
+                let result = crate::binder::bind(client, &p.namespace, &p.name, &p.uid, &n).await;
+                BindOutcome { pod: p, node: n, result }
+            }
+            .instrument(span),
+        );
+        self.bind_tasks.insert(handle.id(), (pod, node));
+    }
+
+    pub(super) fn on_bind_joined(&mut self, joined: Result<(tokio::task::Id, BindOutcome), JoinError>, now: Instant) {
+        let outcome = match joined {
+            Ok((id, outcome)) => {
+                self.bind_tasks.remove(&id);
+                outcome
+            }
+            Err(e) => {
+                let Some((pod, node)) = self.bind_tasks.remove(&e.id()) else { return };
+                BindOutcome { pod, node, result: Err(BindError::Other(format!("binding task failed: {e}"))) }
+            }
+        };
+        self.on_bound(outcome, now);
+    }
+
+    fn on_bound(&mut self, BindOutcome { pod, node, result }: BindOutcome, now: Instant) {
+        let key = &pod.key;
+        // The queue entry may by now belong to a pod of the same name.
+        let ours = self.queue.get(key).is_some_and(|p| p.uid == pod.uid);
+        match result {
+            Ok(()) => {
+                self.stats.scheduled += 1;
+                self.snapshot.finish_binding(key, &pod.uid, now + ASSUME_TTL);
+                if ours {
+                    self.queue.remove(key);
+                }
+                self.reporter.scheduled(&pod, &node);
+            }
+            Err(e @ (BindError::Conflict(_) | BindError::NotFound(_))) => {
+                tracing::debug!(pod = %key, %node, error = %e, "binding refused; dropping the pod");
+                if self.snapshot.forget(key, &pod.uid) {
+                    self.queue.cluster_event(now);
+                }
+                if ours {
+                    self.queue.remove(key);
+                    self.reporter.forget(key);
+                }
+            }
+            Err(e) => {
+                self.stats.bind_failures += 1;
+                tracing::warn!(pod = %key, %node, error = %e, "binding failed; retrying");
+                if self.snapshot.forget(key, &pod.uid) {
+                    self.queue.cluster_event(now);
+                }
+                if ours && self.queue.is_in_flight(key) {
+                    self.queue.unschedulable(key, now);
+                    self.reporter.failed(&pod, "SchedulerError", &format!("binding rejected: {e}"));
+                }
+            }
+        }
+    }
+}
