@@ -194,6 +194,14 @@ pub fn plan(ranges: &ServiceRanges, svc: &mut Value, old: Option<&Value>) -> Res
         spec.insert("clusterIPs".into(), json!([ip]));
         spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
         spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    } else if spec.get("clusterIP").and_then(Value::as_str) == Some("None")
+        && spec.get("selector").and_then(Value::as_object).is_some_and(|s| !s.is_empty())
+    {
+        // A headless Service with a selector takes the cluster's (single) family, as
+        // Kubernetes defaults it on a single-stack cluster.
+        spec.entry("clusterIPs").or_insert_with(|| json!(["None"]));
+        spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
     }
     // NodePorts: kept when unchanged, chosen or allocated otherwise.
     if needs_node_ports(&Value::Object(spec.clone())) {
@@ -304,6 +312,20 @@ mod tests {
         assert!(r.contains(Ipv4Addr::new(10, 111, 255, 254)));
         assert!(!r.contains(Ipv4Addr::new(10, 112, 0, 1)));
         assert_eq!(r.first(), Ipv4Addr::new(10, 96, 0, 1));
+    }
+
+    #[test]
+    fn headless_services_with_a_selector_get_the_cluster_family() {
+        let r = ServiceRanges::default();
+        let mut svc = json!({"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "selector": {"app": "db"}}});
+        let p = plan(&r, &mut svc, None).unwrap();
+        assert!(p.claims.is_empty());
+        assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(svc["spec"]["ipFamilyPolicy"], "SingleStack");
+        assert_eq!(svc["spec"]["clusterIPs"], json!(["None"]));
+        let mut bare = json!({"metadata": {"name": "x"}, "spec": {"clusterIP": "None"}});
+        plan(&r, &mut bare, None).unwrap();
+        assert!(bare["spec"].get("ipFamilies").is_none());
     }
 
     #[test]

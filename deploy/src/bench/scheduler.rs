@@ -81,6 +81,7 @@ pub async fn run(a: SchedulerBenchArgs) -> Result<()> {
     let client = crate::kubeclient::from_kubeconfig(&a.kubeconfig, None).await?;
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
+    let mut sim_task = None;
     if !a.no_sim {
         let cfg = keelson_node::simulate::SimConfig {
             count: a.nodes,
@@ -94,11 +95,11 @@ pub async fn run(a: SchedulerBenchArgs) -> Result<()> {
             ..Default::default()
         };
         let (c, s) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
+        sim_task = Some(tokio::spawn(async move {
             if let Err(e) = keelson_node::simulate::run(c, cfg, s).await {
                 tracing::error!(error = %e, "simulated nodes failed");
             }
-        });
+        }));
     }
     let started = Instant::now();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -289,6 +290,9 @@ pub async fn run(a: SchedulerBenchArgs) -> Result<()> {
     // Clean up: the namespace (the namespace controller deletes its pods), then the nodes.
     let _ = nsapi.delete(&ns, &DeleteParams::default()).await;
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(t) = sim_task {
+        // The simulated nodes delete their Nodes on the way out (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(40), t).await;
+    }
     Ok(())
 }
