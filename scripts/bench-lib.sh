@@ -62,7 +62,8 @@ wait_api() { # kubeconfig pki-dir masters api-addrs... (each answers with the de
 }
 
 start_cluster() { # n → sets KC (the admin kubeconfig of m1, one context per master)
-    local n=$1 dir=$WORK/keelson-$n cluster="" peers=() etcds=() apis=()
+    local n=$1
+    local dir=$WORK/keelson-$n cluster="" peers=() etcds=() apis=()
     mkdir -p "$dir"
     for _ in $(seq 1 "$n"); do
         peers+=("127.0.0.1:$(port)")

@@ -210,6 +210,14 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         }
         ("batch", "Job") => {
             if let Some(spec) = obj_mut(obj, "spec") {
+                if spec.get("completions").is_none_or(Value::is_null)
+                    && spec.get("parallelism").is_none_or(Value::is_null)
+                {
+                    spec.insert("completions".into(), json!(1));
+                }
+                if spec.get("parallelism").is_none_or(Value::is_null) {
+                    spec.insert("parallelism".into(), json!(1));
+                }
                 set_default(spec, "backoffLimit", json!(6));
                 set_default(spec, "completionMode", json!("NonIndexed"));
                 set_default(spec, "suspend", json!(false));
@@ -245,6 +253,40 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A new Job's generated selector (Kubernetes' `generateSelector`, unless
+/// `spec.manualSelector`): its uid and name as labels on the pod template, and a selector
+/// on the uid. Needs the uid, so it runs after the object is stamped.
+pub fn generate_job_selector(def: &ResourceDef, obj: &mut Value) {
+    if def.group != "batch" || def.kind != "Job" {
+        return;
+    }
+    if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = crate::meta::name(obj).unwrap_or_default().to_string();
+    let labels = [
+        ("batch.kubernetes.io/controller-uid", uid.as_str()),
+        ("batch.kubernetes.io/job-name", name.as_str()),
+        ("controller-uid", uid.as_str()),
+        ("job-name", name.as_str()),
+    ];
+    if let Some(tmeta) = obj.pointer_mut("/spec/template").and_then(Value::as_object_mut) {
+        let meta = tmeta.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            let l = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = l.as_object_mut() {
+                for (k, v) in labels {
+                    l.insert(k.into(), json!(v));
+                }
+            }
+        }
+    }
+    if let Some(spec) = obj_mut(obj, "spec") {
+        spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
     }
 }
 

@@ -11,16 +11,21 @@ pub mod events;
 pub mod expectations;
 pub mod pods;
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 mod util_api;
 mod util_endpoints;
@@ -46,6 +51,11 @@ const CONTROLLERS: &[Loop] = &[
     ("root-ca-cert-publisher", |c| Box::pin(root_ca::run(c))),
     ("node-lifecycle", |c| Box::pin(node_lifecycle::run(c))),
     ("node-ipam", |c| Box::pin(node_ipam::run(c))),
+    ("statefulset", |c| Box::pin(statefulset::run(c))),
+    ("daemonset", |c| Box::pin(daemonset::run(c))),
+    ("job", |c| Box::pin(job::run(c))),
+    ("cronjob", |c| Box::pin(cronjob::run(c))),
+    ("disruption", |c| Box::pin(disruption::run(c))),
 ];
 
 /// Run every controller until `ctx.stop` fires; a controller that fails is logged and

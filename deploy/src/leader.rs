@@ -21,7 +21,7 @@ pub struct LeaderOptions {
 }
 
 /// How long a stepping-down leader waits for its loops to return before aborting them.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// An in-process client acting as `user`, its writes fenced to `term`.
 pub fn local_client(server: ApiServer, user: UserInfo, term: Option<u64>) -> kube::Client {
@@ -109,10 +109,19 @@ async fn lead_one_term(
         }
     }
     token.cancel();
-    let drained = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!("controllers did not stop within {STOP_GRACE:?}; aborting them");
-        tasks.shutdown().await;
-    }
-    tracing::info!(led_for = ?started.elapsed(), "no longer leading: controllers and scheduler stopped");
+    tracing::info!(led_for = ?started.elapsed(), "no longer leading: stopping controllers and scheduler");
+    // Drain in the background: the next term's loops must not wait for these (a loop may
+    // sit in a read that only times out), and nothing they still write can land — their
+    // writes are fenced to this term.
+    tokio::spawn(
+        async move {
+            let drained = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                tracing::info!("controllers still busy after {STOP_GRACE:?}; aborting them");
+                tasks.shutdown().await;
+            }
+            tracing::info!("controllers and scheduler of this term stopped");
+        }
+        .in_current_span(),
+    );
 }

@@ -277,3 +277,33 @@ async fn deployments_services_nodes_and_namespaces_with_three_masters() {
     assert!(pods(&client, "doomed", "app=db").await.is_empty());
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keelson_controllers_runs_the_loops_as_an_ordinary_client() {
+    // A master that runs no controllers itself: nothing happens to a Deployment until
+    // `keelson controllers --kubeconfig` runs them from outside.
+    let mut c = Cluster::shared_pki(1, &["--no-controllers"]);
+    c.spawn_all();
+    c.wait_leader(&[0]).await;
+    c.wait_api_settled(1).await;
+    let kubeconfig = sim::kubeconfig_of(&c.masters[0].data_dir);
+    let client = sim::client(&kubeconfig, None).await;
+    let _agent = Agent::start(&kubeconfig, None, 2, &["--lease-renew-interval", "1s"]);
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&deployment("ext", "default", 3, "nginx:1"))).await;
+    // The master's own leader loop is off.
+    assert!(
+        !c.log_text(0).contains("controllers and scheduler started"),
+        "a master with --no-controllers led its controllers"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::fs::File::create(dir.path().join("controllers.log")).expect("log");
+    let _ctl = tokio::process::Command::new(common::keelson_bin())
+        .args(["controllers", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn keelson controllers");
+    let running = wait_running(&c, &client, "default", "app=ext", 3, "scheduled and run by keelson controllers").await;
+    assert!(running.iter().all(|p| sim::node_of(p).is_some()));
+}

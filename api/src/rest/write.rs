@@ -346,6 +346,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         }
     }
     crate::meta::stamp_new(&mut obj);
+    strategy::generate_job_selector(def, &mut obj);
     if strategy::tracks_generation(&obj) && def.kind != "Pod" {
         crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
     }

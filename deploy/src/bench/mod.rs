@@ -1,6 +1,7 @@
 //! `keelson bench …`: load generators that print their figures.
 
 mod api;
+mod failover;
 mod fsync;
 mod otlp_sink;
 mod scheduler;
@@ -19,6 +20,8 @@ pub enum BenchCmd {
     OtlpSink(otlp_sink::OtlpSinkArgs),
     /// Schedule pods onto simulated nodes (scheduler_perf's SchedulingBasic shape).
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// SIGKILL the leader of three masters again and again: time until controllers act.
+    ControllerFailover(failover::FailoverBenchArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
@@ -27,5 +30,6 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Api(a) => api::run(a).await,
         BenchCmd::OtlpSink(a) => otlp_sink::run(a).await,
         BenchCmd::Scheduler(a) => scheduler::run(a).await,
+        BenchCmd::ControllerFailover(a) => failover::run(a).await,
     }
 }
