@@ -57,7 +57,10 @@ pub async fn run(a: UpArgs) -> Result<()> {
             if r.is_ok() {
                 println!("{}", api.kubeconfig.display());
                 eprintln!("keelson: the cluster is up at {}; kubectl --kubeconfig {} get ns", api.url, api.kubeconfig.display());
-                eprintln!("keelson: no node joined: the node agent (kubelet) is not built yet, so pods stay Pending");
+                eprintln!(
+                    "keelson: no node joined: the real node agent is not built yet; for simulated nodes run: keelson agent --simulate 3 --kubeconfig {}",
+                    api.kubeconfig.display()
+                );
             }
         }
         _ = tokio::signal::ctrl_c() => {

@@ -307,3 +307,19 @@ async fn keelson_controllers_runs_the_loops_as_an_ordinary_client() {
     let running = wait_running(&c, &client, "default", "app=ext", 3, "scheduled and run by keelson controllers").await;
     assert!(running.iter().all(|p| sim::node_of(p).is_some()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keelson_up_runs_deployments_on_simulated_nodes() {
+    // The quick start: one process, its own leader loops, and `keelson agent --simulate`.
+    let up = common::Up::start().await;
+    let client = sim::client(&up.kubeconfig, None).await;
+    let _agent = Agent::start(&up.kubeconfig, None, 2, &["--lease-renew-interval", "1s"]);
+    must_kubectl(&up.kubeconfig, &["create", "deployment", "hello", "--image=nginx:1", "--replicas=3"], None).await;
+    must_kubectl(&up.kubeconfig, &["rollout", "status", "deployment/hello", "--timeout=90s"], None).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods = api.list(&ListParams::default().labels("app=hello")).await.expect("list").items;
+    assert_eq!(pods.len(), 3);
+    assert!(pods.iter().all(|p| sim::running(p) && sim::ready(p) && sim::node_of(p).is_some()), "{:?}", up.log());
+    let (ok, out, _) = kubectl(&up.kubeconfig, &["get", "nodes"], None).await;
+    assert!(ok && out.contains("sim-0") && out.contains("Ready"), "{out}");
+}
