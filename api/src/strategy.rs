@@ -266,6 +266,12 @@ pub fn generate_job_selector(def: &ResourceDef, obj: &mut Value) {
     if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
         return;
     }
+    // A selector the client wrote is kept (Kubernetes refuses it without manualSelector;
+    // keelson treats it as manual).
+    let given = obj.pointer("/spec/selector").and_then(Value::as_object).is_some_and(|s| !s.is_empty());
+    if given {
+        return;
+    }
     let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
     let name = crate::meta::name(obj).unwrap_or_default().to_string();
     let labels = [
@@ -280,7 +286,7 @@ pub fn generate_job_selector(def: &ResourceDef, obj: &mut Value) {
             let l = meta.entry("labels").or_insert_with(|| json!({}));
             if let Some(l) = l.as_object_mut() {
                 for (k, v) in labels {
-                    l.insert(k.into(), json!(v));
+                    l.entry(k).or_insert_with(|| json!(v));
                 }
             }
         }

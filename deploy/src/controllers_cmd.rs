@@ -71,11 +71,11 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
         let controllers = keelson_controllers::run(ctx);
         if no_scheduler {
             controllers.await;
-            return Ok(());
+            return Ok::<(), std::convert::Infallible>(());
         }
-        let scheduler = keelson_scheduler::run(client, keelson_scheduler::SchedulerConfig::default(), sched_stop);
-        let (_, s) = tokio::join!(controllers, scheduler);
-        s
+        let scheduler = crate::leader::run_scheduler(client, keelson_scheduler::SchedulerConfig::default(), sched_stop);
+        tokio::join!(controllers, scheduler);
+        Ok::<(), std::convert::Infallible>(())
     });
     tracing::info!("controllers and scheduler running");
     until_signal(task, stop).await

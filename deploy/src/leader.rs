@@ -57,8 +57,9 @@ pub async fn run(store: Store, server: ApiServer, opts: LeaderOptions, stop: Can
         if now.is_leader {
             let term = now.term;
             let span = tracing::info_span!("leader", term, member = %store.name());
-            lead_one_term(&mut lead, &server, &opts, term, &stop).instrument(span).await;
-            if stop.is_cancelled() {
+            let closed = lead_one_term(&mut lead, &server, &opts, term, &stop).instrument(span).await;
+            // A closed leadership stream means the store stopped: nothing more to lead.
+            if closed || stop.is_cancelled() {
                 return;
             }
             continue;
@@ -76,7 +77,7 @@ async fn lead_one_term(
     opts: &LeaderOptions,
     term: u64,
     stop: &CancellationToken,
-) {
+) -> bool {
     let token = stop.child_token();
     let started = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -88,21 +89,19 @@ async fn lead_one_term(
     tasks.spawn(keelson_controllers::run(ctx).in_current_span());
     let sched_client = local_client(server.clone(), user("system:kube-scheduler"), Some(term));
     let (sched_cfg, sched_stop) = (opts.scheduler.clone(), token.clone());
-    tasks.spawn(
-        async move {
-            if let Err(e) = keelson_scheduler::run(sched_client, sched_cfg, sched_stop).await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        }
-        .in_current_span(),
-    );
+    tasks.spawn(run_scheduler(sched_client, sched_cfg, sched_stop).in_current_span());
     tracing::info!("leading: controllers and scheduler started");
+    let mut closed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             r = lead.changed() => {
+                if r.is_err() {
+                    closed = true;
+                    break;
+                }
                 let l = lead.borrow().clone();
-                if r.is_err() || !l.is_leader || l.term != term {
+                if !l.is_leader || l.term != term {
                     break;
                 }
             }
@@ -124,4 +123,23 @@ async fn lead_one_term(
         }
         .in_current_span(),
     );
+    closed
+}
+
+/// The scheduler until `stop`, restarted with backoff if it fails (it rebuilds all its
+/// state from its watches, so a restart loses nothing).
+pub async fn run_scheduler(client: kube::Client, cfg: keelson_scheduler::SchedulerConfig, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match keelson_scheduler::run(client.clone(), cfg.clone(), stop.clone()).await {
+            Ok(()) if stop.is_cancelled() => return,
+            Ok(()) => tracing::warn!("scheduler returned before stop; restarting"),
+            Err(e) => tracing::warn!(error = %e, "scheduler failed; restarting"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }

@@ -71,7 +71,7 @@ async fn the_new_leader_finishes_a_rollout_and_a_paused_old_leader_writes_nothin
     let stay = (leader + 1) % 3;
     let kubeconfig = sim::kubeconfig_of(&c.masters[stay].data_dir);
     let client = sim::client(&kubeconfig, None).await;
-    let _agent = Agent::start(&kubeconfig, None, 3, &["--lease-renew-interval", "1s"]);
+    let mut agent = Agent::start(&kubeconfig, None, 3, &["--lease-renew-interval", "1s"]);
     must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&deployment(10, "nginx:1"))).await;
     wait_live(&c, &client, 10, "nginx:1", "10 nginx:1 pods").await;
 
@@ -119,13 +119,30 @@ async fn the_new_leader_finishes_a_rollout_and_a_paused_old_leader_writes_nothin
     tracing::info!("--- the killed master comes back; SIGSTOP the leader right after a scale-up");
     c.spawn(leader);
     let l2 = c.wait_leader(&[0, 1, 2]).await;
-    must_kubectl(&kubeconfig, &["scale", "deployment/web", "--replicas", "16"], None).await;
+    // The agent, kubectl and the test's client move to a master that stays responsive.
+    let keep = (0..3).find(|i| *i != l2).expect("another master");
+    let context = format!("keelson-{}", c.masters[keep].name);
+    drop(agent);
+    agent = Agent::start(&kubeconfig, Some(&context), 3, &["--lease-renew-interval", "1s"]);
+    let client = sim::client(&kubeconfig, Some(&context)).await;
+    let k = |args: &[&str]| {
+        [&["--context", context.as_str()], args].concat().iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let kubectl = |args: Vec<String>| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            must_kubectl(&kubeconfig, &a, None).await
+        }
+    };
+    let stepped_down_before = c.log_text(l2).matches("no longer leading").count();
+    kubectl(k(&["scale", "deployment/web", "--replicas", "16"])).await;
     signal(&c, l2, "-STOP");
     let others: Vec<usize> = (0..3).filter(|i| *i != l2).collect();
     let l3 = c.wait_leader(&others).await;
     assert_ne!(l3, l2);
     wait_live(&c, &client, 16, "nginx:2", "the next leader to scale to 16").await;
-    must_kubectl(&kubeconfig, &["scale", "deployment/web", "--replicas", "6"], None).await;
+    kubectl(k(&["scale", "deployment/web", "--replicas", "6"])).await;
     wait_live(&c, &client, 6, "nginx:2", "the next leader to scale down to 6").await;
     let history = History::start(client.clone(), "default", "app=web");
     eventually_or(
@@ -151,16 +168,19 @@ async fn the_new_leader_finishes_a_rollout_and_a_paused_old_leader_writes_nothin
     .await;
     eventually_or(
         WAIT,
-        "the resumed master to stop its controllers",
-        || async { c.log_text(l2).contains("no longer leading").then_some(()) },
+        "the resumed master to stop its term's controllers",
+        || async { (c.log_text(l2).matches("no longer leading").count() > stepped_down_before).then_some(()) },
         || c.log_tail(l2, 30),
     )
     .await;
-    // Give the deposed master's loops every chance to act on their stale caches: its
-    // writes are fenced, so the cluster keeps exactly the 6 pods it had.
+    // Whatever the resumed loops wrote from their stale caches was refused (logged as
+    // "fenced write refused"); the cluster keeps exactly the 6 pods the new leader made.
+    let refused = c.log_text(l2).matches("fenced write refused").count();
+    tracing::info!(refused, "writes of the deposed leader refused");
     wait_live(&c, &client, 6, "nginx:2", "6 pods after the old leader resumed").await;
     let created_after: Vec<String> =
         history.created.lock().unwrap().iter().filter(|n| !before.contains_key(*n)).cloned().collect();
     assert!(created_after.is_empty(), "pods created after the old leader resumed: {created_after:?}");
     assert_eq!(live(&client).await.len(), 6);
+    drop(agent);
 }

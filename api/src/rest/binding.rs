@@ -43,13 +43,30 @@ fn target(ctx: &Ctx, binding: &Value) -> Result<String, ApiError> {
     }
 }
 
-/// The pod bound to `node`, or why it cannot be (Kubernetes' `assignPod` rules).
+/// The pod bound to `node`, or why it cannot be (Kubernetes' `assignPod` rules and the
+/// Binding's uid / resourceVersion preconditions: a pod recreated under the same name is
+/// not the pod the scheduler placed).
 pub(crate) fn bind(
     pod: &Value,
     node: &str,
     annotations: Option<&serde_json::Map<String, Value>>,
+    uid: Option<&str>,
+    resource_version: Option<&str>,
+    mod_revision: i64,
 ) -> Result<Value, String> {
     let name = crate::meta::name(pod).unwrap_or_default();
+    let have_uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    if let Some(want) = uid.filter(|u| !u.is_empty() && *u != have_uid) {
+        return Err(format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have_uid}"));
+    }
+    if let Some(want) = resource_version.filter(|r| !r.is_empty() && *r != mod_revision.to_string()) {
+        return Err(format!(
+            "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {mod_revision}"
+        ));
+    }
+    if pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_some_and(|g| !g.is_empty()) {
+        return Err(format!("pod {name} has non-empty .spec.schedulingGates"));
+    }
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return Err(format!("pod {name} is being deleted, cannot be assigned to a host"));
     }
@@ -95,6 +112,8 @@ pub async fn create(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError>
     let binding = decode_object(media(ctx.content_type.as_deref())?, bytes, Some(("v1", "Binding")))?;
     let node = target(ctx, &binding)?;
     let annotations = binding.pointer("/metadata/annotations").and_then(Value::as_object).cloned();
+    let uid = binding.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+    let rv = binding.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
     let name = ctx.name().to_string();
     let key = ctx.key(&name);
     // A concurrent write to the pod (its status, a label) is not a reason to fail: retry.
@@ -102,11 +121,12 @@ pub async fn create(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError>
         let (kv, _) = storage::get(&ctx.api.store, &key, Freshness::Latest).await?;
         let Some(kv) = kv else { return Err(ctx.not_found(&name)) };
         let pod = storage::decode(&kv)?;
-        let mut bound = bind(&pod, &node, annotations.as_ref()).map_err(|why| {
-            let mut e = ApiError::conflict("pods", "", &name);
-            e.message = format!("Operation cannot be fulfilled on pods/binding {name:?}: {why}");
-            e
-        })?;
+        let mut bound = bind(&pod, &node, annotations.as_ref(), uid.as_deref(), rv.as_deref(), kv.mod_revision)
+            .map_err(|why| {
+                let mut e = ApiError::conflict("pods", "", &name);
+                e.message = format!("Operation cannot be fulfilled on pods/binding {name:?}: {why}");
+                e
+            })?;
         crate::meta::metadata_mut(&mut bound).remove("resourceVersion");
         if ctx.query.dry_run {
             break;
@@ -133,15 +153,23 @@ mod tests {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {"phase": "Pending",
             "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}});
         let ann = serde_json::Map::from_iter([("a".to_string(), json!("b"))]);
-        let b = bind(&pod, "n1", Some(&ann)).unwrap();
+        let b = bind(&pod, "n1", Some(&ann), None, None, 5).unwrap();
         assert_eq!(b["spec"]["nodeName"], "n1");
         assert_eq!(b["metadata"]["annotations"]["a"], "b");
         let conds = b["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0]["status"], "True");
-        assert!(bind(&b, "n2", None).unwrap_err().contains("already assigned to node \"n1\""));
+        assert!(bind(&b, "n2", None, None, None, 5).unwrap_err().contains("already assigned to node \"n1\""));
         let mut gone = pod.clone();
         gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(bind(&gone, "n1", None).unwrap_err().contains("being deleted"));
+        assert!(bind(&gone, "n1", None, None, None, 5).unwrap_err().contains("being deleted"));
+        let mut mine = pod.clone();
+        mine["metadata"]["uid"] = json!("u1");
+        assert!(bind(&mine, "n1", None, Some("u1"), Some("5"), 5).is_ok());
+        assert!(bind(&mine, "n1", None, Some("u0"), None, 5).unwrap_err().contains("Precondition failed: UID"));
+        assert!(bind(&mine, "n1", None, None, Some("4"), 5).unwrap_err().contains("ResourceVersion"));
+        let mut gated = pod.clone();
+        gated["spec"]["schedulingGates"] = json!([{"name": "g"}]);
+        assert!(bind(&gated, "n1", None, None, None, 5).unwrap_err().contains("schedulingGates"));
     }
 }

@@ -57,7 +57,11 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Write through the store, fenced to the caller's term when it has one.
     pub async fn txn(&self, txn: keelson_store::Txn) -> Result<keelson_store::TxnResult, keelson_store::StoreError> {
-        self.api.store.txn_with(txn, Default::default(), self.fence).await
+        let r = self.api.store.txn_with(txn, Default::default(), self.fence).await;
+        if let Err(keelson_store::StoreError::TermMismatch { expected, actual }) = &r {
+            tracing::info!(expected, actual, user = %self.user.username, "fenced write refused: issued in another term");
+        }
+        r
     }
 
     pub fn namespace(&self) -> Option<&str> {

@@ -346,7 +346,6 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
         }
     }
     crate::meta::stamp_new(&mut obj);
-    strategy::generate_job_selector(def, &mut obj);
     if strategy::tracks_generation(&obj) && def.kind != "Pod" {
         crate::meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
     }
@@ -362,6 +361,8 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<(StatusCode, Val
                 crate::meta::metadata_mut(&mut obj).insert("name".into(), json!(format!("{p}{}", random_suffix())));
             }
         }
+        // After the name is known (a Job's generated labels carry it).
+        strategy::generate_job_selector(def, &mut obj);
         let plan = if is_service(ctx) { crate::alloc::plan(&ctx.api.ranges, &mut obj, None)? } else { Plan::default() };
         strategy::validate(def, &obj)?;
         let name = crate::meta::name(&obj).unwrap_or_default().to_string();
@@ -482,12 +483,18 @@ pub async fn store_update(
             meta.insert("namespace".into(), ns.clone());
         }
     }
-    // A namespace's `spec.finalizers` change only through `/finalize`.
+    // A namespace's `spec.finalizers` change only through `/finalize`: any other write
+    // keeps the old list exactly (absent stays absent, an empty list stays empty).
     if def.group.is_empty() && def.kind == "Namespace" && ctx.path.subresource.as_deref() != Some("finalize") {
-        if let (Some(spec), Some(old_f)) =
-            (new.get_mut("spec").and_then(Value::as_object_mut), old.pointer("/spec/finalizers"))
-        {
-            spec.insert("finalizers".into(), old_f.clone());
+        let old_f = old.pointer("/spec/finalizers").cloned();
+        if let Some(o) = new.as_object_mut() {
+            let spec = o.entry("spec").or_insert_with(|| json!({}));
+            if let Some(spec) = spec.as_object_mut() {
+                match old_f {
+                    Some(f) => spec.insert("finalizers".into(), f),
+                    None => spec.remove("finalizers"),
+                };
+            }
         }
     }
     strategy::apply_defaults(def, &mut new);

@@ -215,6 +215,9 @@ pub async fn run(a: FailoverBenchArgs) -> Result<()> {
         agreed_leader(&ms, a.round_timeout).await?;
         let _ = rss.delete_collection(&Default::default(), &ListParams::default()).await;
     }
+    if samples.is_empty() {
+        bail!("no rounds run (--kills 0)");
+    }
     samples.sort_by(|x, y| x.total_cmp(y));
     let q = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
     println!(
