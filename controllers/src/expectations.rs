@@ -46,6 +46,21 @@ impl Expectations {
         self.with(key, |p| p.dels.insert(pod.to_string(), Instant::now()));
     }
 
+    /// The watch showed `pod` (created, changed or deleted): a create expectation for it is
+    /// met even if the pod is gone again before the next reconcile looks at the cache.
+    pub fn observed(&self, key: &str, pod: &str) {
+        let mut m = match self.inner.lock() {
+            Ok(m) => m,
+            Err(e) => e.into_inner(),
+        };
+        if let Some(p) = m.get_mut(key) {
+            p.adds.remove(pod);
+            if p.adds.is_empty() && p.dels.is_empty() {
+                m.remove(key);
+            }
+        }
+    }
+
     /// Forget everything about `key` (its object is gone).
     pub fn forget(&self, key: &str) {
         self.with(key, |p| {
@@ -92,5 +107,14 @@ mod tests {
         });
         assert!(adds.is_empty() && dels.is_empty());
         assert!(e.inner.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pod_seen_by_the_watch_meets_its_expectation_even_if_deleted_since() {
+        let e = Expectations::default();
+        e.created("ns/rs", "a");
+        e.observed("ns/rs", "a");
+        let (adds, _) = e.pending("ns/rs", |_| None);
+        assert!(adds.is_empty(), "a pod created and deleted between two reconciles is not counted forever");
     }
 }

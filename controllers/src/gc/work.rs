@@ -147,7 +147,10 @@ async fn foreground(shared: &Arc<Shared>, uid: &str) -> Result<(), Error> {
         let Some(api) = api_of(shared, node.ty, node.namespace.as_deref()) else { return Ok(()) };
         return finish(&api, &node.name, uid, FOREGROUND).await;
     }
-    for d in blocking {
+    // Every dependent is looked at (upstream enqueues them all when the owner starts
+    // waiting): blocking ones hold the owner, the others must not outlive it either.
+    let all = { shared.graph().dependents_of(uid) };
+    for d in all {
         let deleting_dependents = { shared.graph().nodes.get(&d).is_some_and(|n| n.deleting && n.has(FOREGROUND)) };
         if !deleting_dependents {
             shared.enqueue(Work::Attempt(d));

@@ -49,14 +49,23 @@ async fn run_kind<K: ReplicaKind>(ctx: Context) -> Result<(), Error> {
             .touched_objects();
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
+    let exp = Expectations::default();
     let state = Arc::new(State {
         events: Events::new(client.clone(), K::CONTROLLER),
         ctx: ctx.clone(),
         pods: pod_reader,
-        exp: Expectations::default(),
+        exp: exp.clone(),
     });
     controller
-        .watches_stream(pod_stream, move |pod: Pod| owners_of::<K>(&owners, &pod))
+        .watches_stream(pod_stream, move |pod: Pod| {
+            // Every pod event (deletions too) meets its owner's create expectation.
+            if let (Some(r), Some(name)) = (pods::controller_of(&pod.metadata), pod.metadata.name.as_deref()) {
+                if r.kind == K::KIND {
+                    exp.observed(&format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), r.name), name);
+                }
+            }
+            owners_of::<K>(&owners, &pod)
+        })
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
         .run(reconcile::<K>, error_policy::<K>, state)

@@ -68,7 +68,8 @@ pub fn claim(owner: &Owner, pods: &[Arc<Pod>]) -> Claims {
             }
             Some(_) => {}
             None => {
-                if owner.selects(p) && !owner.deleting && p.metadata.deletion_timestamp.is_none() {
+                // Only active pods are claimed (upstream filters before `ClaimPods`).
+                if owner.selects(p) && !owner.deleting && pods::is_active(p) {
                     c.adopt.push(p.clone());
                 }
             }

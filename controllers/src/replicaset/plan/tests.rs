@@ -83,6 +83,7 @@ fn claims_own_adopt_release_and_leave_others_alone() {
         pod(P { name: "orphan-other-labels", owner: None, labels: &[("app", "db")], ..Default::default() }),
         pod(P { name: "mine-relabelled", labels: &[("app", "db")], ..Default::default() }),
         pod(P { name: "someone-elses", owner: Some("other"), ..Default::default() }),
+        pod(P { name: "finished-orphan", owner: None, phase: "Succeeded", ..Default::default() }),
     ];
     let c = claim(&owner(3), &pods);
     let names = |v: &[Arc<Pod>]| v.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>();
