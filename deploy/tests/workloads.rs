@@ -264,3 +264,94 @@ async fn statefulsets_create_in_order_with_stable_names_and_claims() {
         "db-2 must go before db-1 (last seen in states {l2:?} and {l1:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_deployments_never_run_old_and_new_pods_together() {
+    let (c, kubeconfig, client, agent) = one_master().await;
+    let detail = || {
+        format!("{}\nagent:\n{}", c.log_tail(0, 20), agent.log().lines().rev().take(10).collect::<Vec<_>>().join("\n"))
+    };
+    // The old pods carry a finalizer, so they stay Terminating (still running) until the
+    // test releases them: a Recreate that only looked at ReplicaSet counts would start
+    // the new pods meanwhile.
+    let manifest = |image: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: rec}}\nspec:\n  replicas: 3\n  strategy: {{type: Recreate}}\n  selector: {{matchLabels: {{app: rec}}}}\n  template:\n    metadata: {{labels: {{app: rec}}, finalizers: [keelson.dev/test-hold]}}\n    spec: {{containers: [{{name: c, image: \"{image}\"}}]}}\n")
+    };
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&manifest("nginx:1"))).await;
+    must_kubectl(&kubeconfig, &["rollout", "status", "deployment/rec", "--timeout=90s"], None).await;
+    let history = sim::History::start(client.clone(), "default", "app=rec");
+    eventually_or(
+        WAIT,
+        "the history watch to list",
+        || async { (history.snapshot().last().is_some_and(|s| s.len() == 3)).then_some(()) },
+        detail,
+    )
+    .await;
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&manifest("nginx:2"))).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "default");
+    eventually_or(
+        WAIT,
+        "the old pods terminating and the Deployment counting none",
+        || async {
+            let l = pods.list(&ListParams::default().labels("app=rec")).await.ok()?.items;
+            let d = deployments.get("rec").await.ok()?;
+            let st = d.status?;
+            let old: Vec<&Pod> = l.iter().filter(|p| sim::image_of(p).as_deref() == Some("nginx:1")).collect();
+            let all_terminating = old.len() == 3 && old.iter().all(|p| p.metadata.deletion_timestamp.is_some());
+            (all_terminating && st.observed_generation == d.metadata.generation && st.replicas == Some(0)).then_some(())
+        },
+        detail,
+    )
+    .await;
+    let held = pods.list(&ListParams::default().labels("app=rec")).await.expect("list").items;
+    let started: Vec<String> = held
+        .iter()
+        .filter(|p| sim::image_of(p).as_deref() != Some("nginx:1"))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(started.is_empty(), "new pods {started:?} started while the old ones still run");
+    for p in held {
+        let name = p.metadata.name.clone().unwrap();
+        release(&kubeconfig, &name).await;
+    }
+    must_kubectl(&kubeconfig, &["rollout", "status", "deployment/rec", "--timeout=90s"], None).await;
+    eventually_or(
+        WAIT,
+        "3 running nginx:2 pods and nothing else",
+        || async {
+            let l = pods.list(&ListParams::default().labels("app=rec")).await.ok()?.items;
+            (l.len() == 3 && l.iter().all(|p| sim::running(p) && sim::image_of(p).as_deref() == Some("nginx:2")))
+                .then_some(())
+        },
+        detail,
+    )
+    .await;
+    // In no recorded state does a new pod exist while an old one (even terminating) does.
+    for (i, state) in history.snapshot().iter().enumerate() {
+        let old = state.values().filter(|p| sim::image_of(p).as_deref() == Some("nginx:1")).count();
+        let new = state.values().filter(|p| sim::image_of(p).as_deref() == Some("nginx:2")).count();
+        assert!(old == 0 || new == 0, "state {i}: {old} old and {new} new pods at once");
+    }
+    // The new pods carry the finalizer too: release them so the namespace can go.
+    for p in pods.list(&ListParams::default().labels("app=rec")).await.expect("list").items {
+        let name = p.metadata.name.clone().unwrap();
+        release(&kubeconfig, &name).await;
+    }
+}
+
+/// Drop a pod's finalizers (retrying while the simulated node writes the pod too).
+async fn release(kubeconfig: &std::path::Path, name: &str) {
+    eventually_or(
+        WAIT,
+        &format!("the finalizers of {name} to be removed"),
+        || async {
+            let patch = r#"{"metadata":{"finalizers":null}}"#;
+            let (ok, _, err) =
+                sim::kubectl(kubeconfig, &["patch", "pod", name, "--type=merge", "-p", patch], None).await;
+            (ok || err.contains("NotFound")).then_some(())
+        },
+        String::new,
+    )
+    .await
+}

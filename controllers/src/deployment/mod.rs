@@ -28,6 +28,9 @@ use crate::{pods, Context, Error};
 pub(crate) struct State {
     pub ctx: Context,
     pub rss: Store<ReplicaSet>,
+    /// Pods, for Recreate: the new ReplicaSet waits until no old pod runs (terminating
+    /// ones included), which old ReplicaSets' status does not tell.
+    pub pods: crate::util_runtime::Reflector<k8s_openapi::api::core::v1::Pod>,
     pub events: Events,
 }
 
@@ -46,8 +49,13 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
             .touched_objects();
     let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default());
     let deployments = controller.store();
-    let state =
-        Arc::new(State { events: Events::new(client, "deployment-controller"), ctx: ctx.clone(), rss: rs_reader });
+    let pods = crate::util_runtime::spawn_reflector(Api::all(client.clone()), watcher::Config::default());
+    let state = Arc::new(State {
+        events: Events::new(client, "deployment-controller"),
+        ctx: ctx.clone(),
+        rss: rs_reader,
+        pods,
+    });
     controller
         .watches_stream(rs_stream, move |rs: ReplicaSet| deployments_of(&deployments, &rs))
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))

@@ -453,11 +453,12 @@ impl<'a> Sync<'a> {
             let all = self.current(sel)?;
             return self.sync_status(&all, new_name).await;
         }
-        // 2. wait until no old pod runs.
-        let old_running = old.iter().any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0));
-        if old_running {
+        // 2. wait until no old pod runs: none counted by its ReplicaSet, and none in the
+        //    pod cache that is not finished (terminating pods still run).
+        if !self.old_pods_gone(old).await {
             let all = self.current(sel)?;
-            return self.sync_status(&all, new_name).await;
+            self.sync_status(&all, new_name).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         // 3. the new ReplicaSet, at full size.
         let new = match new {
@@ -469,6 +470,25 @@ impl<'a> Sync<'a> {
         }
         self.cleanup(Some(&new), old).await?;
         self.sync_status_after(sel, &new).await
+    }
+
+    /// Upstream `oldPodsRunning`, negated: no pod of an old ReplicaSet is still running.
+    async fn old_pods_gone(&self, old: &[Arc<ReplicaSet>]) -> bool {
+        if old.iter().any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0)) {
+            return false;
+        }
+        let store = &self.st.pods.store;
+        if !matches!(tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await, Ok(Ok(()))) {
+            return false;
+        }
+        let uids: std::collections::HashSet<&str> = old.iter().filter_map(|r| r.metadata.uid.as_deref()).collect();
+        !store.state().iter().any(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+            p.metadata.namespace.as_deref() == Some(self.ns.as_str())
+                && pods::controller_of(&p.metadata).is_some_and(|c| uids.contains(c.uid.as_str()))
+                && phase != "Succeeded"
+                && phase != "Failed"
+        })
     }
 
     /// Resize active ReplicaSets to a changed `spec.replicas` (upstream `scale`).
