@@ -1,10 +1,11 @@
 //! Facts about pods every workload controller needs (Kubernetes' `podutil`): active,
 //! ready, available, and a pod made from a template for an owner.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// Not finished and not being deleted (`controller.IsPodActive`).
@@ -88,6 +89,67 @@ pub fn from_template(template: &PodTemplateSpec, namespace: &str, prefix: &str, 
         spec: template.spec.clone(),
         status: None,
     }
+}
+
+/// `Toleration.ToleratesTaint`: effect (if set) and key (if set) match, and the value does
+/// (`Equal`, the default) or need not (`Exists`).
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    let effect = t.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+fn phase_rank(p: &Pod) -> u8 {
+    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None | Some("") => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 3,
+    }
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+}
+
+/// Upstream's `ActivePodsWithRanks` order, the pod to delete first first: unscheduled,
+/// then pending before running, not ready before ready, more of its owner's pods on its
+/// node (`crowd`) first, ready for less time first, more restarts first, newest first.
+pub fn deletion_order(a: &Pod, crowd_a: usize, b: &Pod, crowd_b: usize) -> Ordering {
+    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    node(a)
+        .cmp(&node(b))
+        .then(phase_rank(a).cmp(&phase_rank(b)))
+        .then(is_ready(a).cmp(&is_ready(b)))
+        .then(crowd_b.cmp(&crowd_a))
+        .then_with(|| match (ready_since(a), ready_since(b)) {
+            (Some(x), Some(y)) => y.cmp(&x),
+            _ => Ordering::Equal,
+        })
+        .then(restarts(b).cmp(&restarts(a)))
+        .then_with(|| {
+            let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            match (ta, tb) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(x), Some(y)) => y.cmp(&x),
+            }
+        })
 }
 
 /// The labels of an object (empty when none).

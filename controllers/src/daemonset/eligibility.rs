@@ -4,6 +4,7 @@
 //! tolerate the node's `NoSchedule`/`NoExecute` taints. Also the pieces of a daemon pod that
 //! pin it to its node: the `metadata.name` node affinity, and reading it back.
 
+use crate::pods::tolerates;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -22,23 +23,6 @@ pub struct Fit {
     pub should_run: bool,
     /// A pod already there may stay (it tolerates the node's `NoExecute` taints).
     pub should_continue: bool,
-}
-
-/// `Toleration.ToleratesTaint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect = t.effect.as_deref().unwrap_or("");
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        "Exists" => true,
-        _ => false,
-    }
 }
 
 /// `FindMatchingUntoleratedTaint`: the first taint passing `filter` that no toleration tolerates.

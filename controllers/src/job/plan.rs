@@ -250,48 +250,10 @@ fn past_backoff_limit_on_failure(spec: &Spec, pods: &[Arc<Pod>]) -> bool {
     }
 }
 
-fn phase_rank(p: &Pod) -> u8 {
-    match phase(p) {
-        "Pending" | "" => 0,
-        "Unknown" => 1,
-        "Running" => 2,
-        _ => 3,
-    }
-}
-
-fn restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
-}
-
 /// `controller.ActivePods` order: the pods to delete first come first (unscheduled,
 /// pending, not ready, ready for less time, more restarts, newer).
 pub fn sort_for_deletion(pods: &mut [Arc<Pod>]) {
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
-    pods.sort_by(|a, b| {
-        node(a)
-            .is_some()
-            .cmp(&node(b).is_some())
-            .then(phase_rank(a).cmp(&phase_rank(b)))
-            .then(pods::is_ready(a).cmp(&pods::is_ready(b)))
-            .then_with(|| match (pods::ready_since(a), pods::ready_since(b)) {
-                (Some(x), Some(y)) => y.cmp(&x),
-                _ => std::cmp::Ordering::Equal,
-            })
-            .then(restarts(b).cmp(&restarts(a)))
-            .then_with(|| {
-                let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                match (ta, tb) {
-                    (None, None) => std::cmp::Ordering::Equal,
-                    (None, Some(_)) => std::cmp::Ordering::Less,
-                    (Some(_), None) => std::cmp::Ordering::Greater,
-                    (Some(x), Some(y)) => y.cmp(&x),
-                }
-            })
-    });
+    pods.sort_by(|a, b| pods::deletion_order(a, 0, b, 0));
 }
 
 /// `activePodsForRemoval`: for Indexed Jobs every pod without a valid index and all but

@@ -3,6 +3,7 @@
 //! was added (upstream's taint eviction controller, timed from the taint's `timeAdded`).
 //! Pure.
 
+use crate::pods::tolerates;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
@@ -15,24 +16,6 @@ pub enum Eviction {
     Now,
     /// At this time.
     At(Timestamp),
-}
-
-/// `ToleratesTaint`: effect (if set) and key (if set) match, and the value does (`Equal`,
-/// the default) or need not (`Exists`).
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect = t.effect.as_deref().unwrap_or("");
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        "Exists" => true,
-        _ => false,
-    }
 }
 
 /// When a pod with `tolerations` must leave a node with these `NoExecute` taints; `since`

@@ -114,23 +114,6 @@ pub fn scale(
     Scale::Nothing
 }
 
-fn phase_rank(p: &Pod) -> u8 {
-    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        Some("Pending") | None => 0,
-        Some("Unknown") => 1,
-        Some("Running") => 2,
-        _ => 3,
-    }
-}
-
-fn restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
-        .unwrap_or(0)
-}
-
 /// Pods in the order to delete them (upstream's `ActivePodsWithRanks`): unscheduled
 /// first, then pending before running, not ready before ready, pods on nodes crowded with
 /// this owner's pods first, ready for less time first, more restarts first, newest first.
@@ -146,34 +129,11 @@ pub fn rank_for_deletion(candidates: &[Arc<Pod>], all: &[Arc<Pod>], owner: &Owne
         }
     }
     let mut ranked: Vec<&Arc<Pod>> = candidates.iter().collect();
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
-    ranked.sort_by(|a, b| {
-        let (na, nb) = (node(a), node(b));
-        na.is_some()
-            .cmp(&nb.is_some())
-            .then(phase_rank(a).cmp(&phase_rank(b)))
-            .then(pods::is_ready(a).cmp(&pods::is_ready(b)))
-            .then_with(|| {
-                let ra = na.as_deref().and_then(|n| per_node.get(n)).copied().unwrap_or(0);
-                let rb = nb.as_deref().and_then(|n| per_node.get(n)).copied().unwrap_or(0);
-                rb.cmp(&ra)
-            })
-            .then_with(|| match (pods::ready_since(a), pods::ready_since(b)) {
-                (Some(x), Some(y)) => y.cmp(&x),
-                _ => std::cmp::Ordering::Equal,
-            })
-            .then(restarts(b).cmp(&restarts(a)))
-            .then_with(|| {
-                let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                match (ta, tb) {
-                    (None, None) => std::cmp::Ordering::Equal,
-                    (None, Some(_)) => std::cmp::Ordering::Less,
-                    (Some(_), None) => std::cmp::Ordering::Greater,
-                    (Some(x), Some(y)) => y.cmp(&x),
-                }
-            })
-    });
+    let crowd = |p: &Pod| {
+        let n = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+        n.and_then(|n| per_node.get(n)).copied().unwrap_or(0)
+    };
+    ranked.sort_by(|a, b| pods::deletion_order(a, crowd(a), b, crowd(b)));
     ranked.into_iter().filter_map(|p| p.metadata.name.clone()).collect()
 }
 
