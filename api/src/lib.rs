@@ -29,6 +29,7 @@ mod proptests;
 pub mod proto;
 pub mod quantity;
 pub mod reqinfo;
+pub mod resource_metrics;
 pub mod resources;
 mod rest;
 pub mod selector;

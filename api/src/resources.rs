@@ -33,6 +33,8 @@ pub enum Storage {
     Stored,
     /// Create-only review APIs answered without storing (SelfSubjectReview, …).
     Virtual,
+    /// Read-only usage from the kubelets' scrapes (`metrics.k8s.io`).
+    Metrics,
 }
 
 /// One served resource.
@@ -309,6 +311,7 @@ impl Registry {
             ..crate::convert::HPA_V1
         });
         defs.push(hpa_v1);
+        defs.extend(crate::resource_metrics::defs());
         Registry {
             builtin: defs.into_iter().map(Arc::new).collect(),
             custom: RwLock::new(Arc::new(Vec::new())),

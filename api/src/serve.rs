@@ -40,6 +40,9 @@ pub struct ApiConfig {
     /// The client certificate and key (PEM) this master presents to kubelets for pod
     /// logs, exec, attach and port-forward; `None` = those routes answer 503.
     pub kubelet_client: Option<(String, String)>,
+    /// How often kubelets are scraped for the resource metrics API (metrics-server's
+    /// `--metric-resolution`); `None` = not scraped, the API answers empty lists.
+    pub metrics_resolution: Option<Duration>,
 }
 
 /// State shared by every request.
@@ -58,6 +61,8 @@ pub(crate) struct Api {
     /// The cluster CA (PEM), published in each namespace's `kube-root-ca.crt`.
     pub ca_pem: String,
     pub metrics: crate::metrics::Metrics,
+    pub resource_metrics: crate::resource_metrics::ResourceMetrics,
+    pub metrics_resolution: Option<Duration>,
 }
 
 /// Why an API server cannot start.
@@ -176,6 +181,8 @@ impl ApiServer {
             ranges: cfg.service_ranges.clone(),
             kubelet_tls,
             ca_pem: cfg.tls.ca_pem.clone(),
+            resource_metrics: Default::default(),
+            metrics_resolution: cfg.metrics_resolution,
         });
         Ok(ApiServer { api, tls })
     }
@@ -218,6 +225,10 @@ impl ApiServer {
         tokio::spawn(crate::crd::sync(self.api.clone()).instrument(tracing::debug_span!("crd_sync")));
         let api = self.api.clone();
         tokio::spawn(async move { api.metrics.follow_leadership(api.store.clone(), api.stop.clone()).await });
+        if let Some(resolution) = self.api.metrics_resolution.filter(|r| !r.is_zero()) {
+            let span = tracing::debug_span!("metrics_scraper");
+            tokio::spawn(crate::resource_metrics::scrape::run(self.api.clone(), resolution).instrument(span));
+        }
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),

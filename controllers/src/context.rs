@@ -19,6 +19,10 @@ pub struct ControllerConfig {
     pub root_ca_pem: Option<String>,
     /// Concurrent reconciles per controller (`--concurrent-*-syncs`).
     pub concurrency: u16,
+    /// `--horizontal-pod-autoscaler-sync-period`: how often each HPA is reconciled.
+    pub hpa_sync_period: Duration,
+    /// `--horizontal-pod-autoscaler-downscale-stabilization`: the default scale-down window.
+    pub hpa_downscale_stabilization: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -30,6 +34,8 @@ impl Default for ControllerConfig {
             node_monitor_period: Duration::from_secs(5),
             root_ca_pem: None,
             concurrency: 5,
+            hpa_sync_period: Duration::from_secs(15),
+            hpa_downscale_stabilization: Duration::from_secs(300),
         }
     }
 }

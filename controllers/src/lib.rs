@@ -18,6 +18,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
@@ -56,6 +57,7 @@ const CONTROLLERS: &[Loop] = &[
     ("job", |c| Box::pin(job::run(c))),
     ("cronjob", |c| Box::pin(cronjob::run(c))),
     ("disruption", |c| Box::pin(disruption::run(c))),
+    ("horizontal-pod-autoscaler", |c| Box::pin(hpa::run(c))),
 ];
 
 /// Run every controller until `ctx.stop` fires; a controller that fails is logged and

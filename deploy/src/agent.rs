@@ -1,13 +1,15 @@
 //! `keelson agent`: a node. `--simulate N` runs N simulated nodes (like KWOK): they
 //! register, renew their Leases, and run the pods bound to them on paper — how the
-//! scheduler and controllers are tested and benchmarked at scale. The real kubelet
+//! scheduler and controllers are tested and benchmarked at scale. With `--port` they also
+//! serve the kubelet's `/metrics/resource` (HTTPS, client certificates required), so
+//! metrics.k8s.io and the HPA can be tested with simulated load. The real kubelet
 //! (runc/crun, CNI) is the node issue's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +17,9 @@ use crate::server::parse_duration;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Run this many simulated nodes instead of a real one.
+    /// Run this many simulated nodes instead of a real one. Their pods "use" what the pod
+    /// annotations sim.keelson.dev/cpu-usage ("250m") and sim.keelson.dev/memory-usage
+    /// ("64Mi") say (else 10% of their requests), served with --port.
     #[arg(long)]
     pub simulate: Option<usize>,
     /// The kubeconfig to reach the API with.
@@ -51,6 +55,23 @@ pub struct AgentArgs {
     /// Delete the simulated Nodes when the agent stops.
     #[arg(long)]
     pub delete_nodes_on_exit: bool,
+    /// Serve the kubelet endpoint on 127.0.0.1:PORT (0: a free port, logged) for all the
+    /// simulated nodes, which report it as their kubelet port: GET /metrics/resource (what
+    /// metrics-server scrapes) and /healthz, over HTTPS with client certificates required.
+    /// Needs --tls-cert-file, --tls-private-key-file and --client-ca-file. Without it no
+    /// resource usage is tracked.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert_file", "tls_private_key_file", "client_ca_file"])]
+    pub port: Option<u16>,
+    /// The kubelet endpoint's serving certificate (PEM, leaf first, then any intermediates).
+    #[arg(long, value_name = "FILE", requires = "port")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, value_name = "FILE", requires = "port")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// The CA (PEM) that must have signed the certificate every client of the kubelet
+    /// endpoint presents (e.g. the API server's kubelet client certificate).
+    #[arg(long, value_name = "FILE", requires = "port")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `500ms`, or anything [`parse_duration`] takes.
@@ -70,10 +91,28 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+fn read_pem(flag: &str, path: &Option<PathBuf>) -> Result<String> {
+    let Some(path) = path else { bail!("--port needs --{flag}") };
+    std::fs::read_to_string(path).with_context(|| format!("reading --{flag} {}", path.display()))
+}
+
+/// The kubelet endpoint's TLS material (with `--port`).
+fn kubelet_tls(args: &AgentArgs) -> Result<Option<keelson_node::simulate::KubeletTls>> {
+    if args.port.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(keelson_node::simulate::KubeletTls {
+        cert_pem: read_pem("tls-cert-file", &args.tls_cert_file)?,
+        key_pem: read_pem("tls-private-key-file", &args.tls_private_key_file)?,
+        client_ca_pem: read_pem("client-ca-file", &args.client_ca_file)?,
+    }))
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
     let Some(count) = args.simulate else {
         bail!("only simulated nodes are built so far: pass --simulate N (the real kubelet is the node issue's)");
     };
+    let kubelet_tls = kubelet_tls(&args)?;
     let client = crate::kubeclient::from_kubeconfig(&args.kubeconfig, args.context.as_deref()).await?;
     let cfg = keelson_node::simulate::SimConfig {
         count,
@@ -86,10 +125,49 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         status_interval: args.status_interval,
         job_run: args.job_duration,
         delete_nodes_on_exit: args.delete_nodes_on_exit,
+        kubelet_port: args.port,
+        kubelet_tls,
         ..Default::default()
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(keelson_node::simulate::run(client, cfg, stop.clone()));
     tracing::info!(nodes = count, prefix = %args.node_name_prefix, "simulated nodes starting");
     crate::controllers_cmd::until_signal(task, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let args = ["agent", "--simulate", "2", "--kubeconfig", "k"].iter().chain(extra);
+        Cli::try_parse_from(args).map(|c| c.agent)
+    }
+
+    #[test]
+    fn the_kubelet_endpoint_flags_go_together() {
+        let none = parse(&[]).unwrap();
+        assert_eq!(none.port, None);
+        assert!(kubelet_tls(&none).unwrap().is_none());
+        let tls = ["--tls-cert-file", "c", "--tls-private-key-file", "k", "--client-ca-file", "ca"];
+        let all = parse(&[&["--port", "0"][..], &tls[..]].concat()).unwrap();
+        assert_eq!(all.port, Some(0));
+        assert_eq!(all.client_ca_file.as_deref(), Some(std::path::Path::new("ca")));
+        let missing = parse(&["--port", "10250", "--tls-cert-file", "c"]).err().unwrap().to_string();
+        assert!(missing.contains("--tls-private-key-file") && missing.contains("--client-ca-file"), "{missing}");
+        let stray = parse(&tls[..2]).err().unwrap().to_string();
+        assert!(stray.contains("--port"), "{stray}");
+        assert!(parse(&["--port", "70000"]).is_err());
+        // Unreadable files are named.
+        let unreadable = parse(&[&["--port", "0"][..], &tls[..]].concat()).unwrap();
+        let e = format!("{:#}", kubelet_tls(&unreadable).unwrap_err());
+        assert!(e.contains("--tls-cert-file c"), "{e}");
+    }
 }

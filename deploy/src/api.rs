@@ -29,6 +29,8 @@ pub struct ApiOptions {
     pub sans: Vec<String>,
     pub event_ttl: Duration,
     pub service_ranges: keelson_api::alloc::ServiceRanges,
+    /// Scrape kubelets for `metrics.k8s.io` this often (`None` = never).
+    pub metric_resolution: Option<Duration>,
 }
 
 /// A running API server.
@@ -91,6 +93,7 @@ pub async fn start(
             service_account_key: Some((pki.sa_key.clone(), pki.sa_pub.clone())),
             service_ranges: opts.service_ranges.clone(),
             kubelet_client: Some(kubelet_client),
+            metrics_resolution: opts.metric_resolution,
         },
         stop.clone(),
     )?;

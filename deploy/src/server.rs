@@ -79,6 +79,26 @@ pub struct ServerArgs {
     /// (they can run elsewhere: `keelson controllers --kubeconfig …`).
     #[arg(long)]
     pub no_controllers: bool,
+    /// How often kubelets are scraped for the resource metrics API (`kubectl top`, HPA),
+    /// as metrics-server's --metric-resolution; `0` = never.
+    #[arg(long, default_value = "15s", value_parser = parse_duration_or_zero)]
+    pub metric_resolution: Duration,
+    /// How often each HorizontalPodAutoscaler is reconciled, as
+    /// --horizontal-pod-autoscaler-sync-period.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How far back an HPA looks for a higher recommendation before scaling down (unless
+    /// its behavior says otherwise), as --horizontal-pod-autoscaler-downscale-stabilization.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+}
+
+/// [`parse_duration`], or `0`.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// `1h`, `30m`, `90s`, `1h30m` or plain seconds.
@@ -127,6 +147,8 @@ impl ServerArgs {
                 node_cidr_mask_size: self.node_cidr_mask_size,
                 node_monitor_grace: self.node_monitor_grace_period,
                 root_ca_pem: Some(root_ca_pem.to_string()),
+                hpa_sync_period: self.horizontal_pod_autoscaler_sync_period,
+                hpa_downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
                 ..Default::default()
             },
             scheduler: keelson_scheduler::SchedulerConfig::default(),
@@ -200,6 +222,7 @@ pub async fn start(
             prefix: args.service_cluster_ip_range.1,
             node_ports: args.service_node_port_range,
         },
+        metric_resolution: Some(args.metric_resolution).filter(|r| !r.is_zero()),
     };
     let api = match crate::api::start(store.clone(), opts, api_listener, stop.clone()).await {
         Ok(a) => a,

@@ -50,6 +50,9 @@ pub async fn run(a: UpArgs) -> Result<()> {
         node_cidr_mask_size: 24,
         node_monitor_grace_period: std::time::Duration::from_secs(40),
         no_controllers: false,
+        metric_resolution: std::time::Duration::from_secs(15),
+        horizontal_pod_autoscaler_sync_period: std::time::Duration::from_secs(15),
+        horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration::from_secs(300),
     };
     let (store, etcd, mut api) = crate::server::start(&args).await?;
     tokio::select! {

@@ -70,7 +70,7 @@ fn container(ctx: &Ctx, pod: &Value) -> Result<String, ApiError> {
 }
 
 /// The kubelet's address: the node's InternalIP (else ExternalIP) and its kubelet port.
-fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(String, u16), ApiError> {
+pub(crate) fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(String, u16), ApiError> {
     let addrs = node.pointer("/status/addresses").and_then(Value::as_array).cloned().unwrap_or_default();
     let pick = |t: &str| {
         addrs
@@ -92,7 +92,7 @@ fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(String, u16), ApiE
     Ok((host, port))
 }
 
-type KubeletStream = tokio_rustls::client::TlsStream<TcpStream>;
+pub(crate) type KubeletStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn connect(ctx: &Ctx, host: &str, port: u16) -> Result<KubeletStream, ApiError> {
     let tls = ctx.api.kubelet_tls.clone().ok_or_else(|| {
@@ -100,17 +100,27 @@ async fn connect(ctx: &Ctx, host: &str, port: u16) -> Result<KubeletStream, ApiE
             "this API server has no kubelet client certificate: pod logs, exec, attach and port-forward are off",
         )
     })?;
-    let url = format!("https://{host}:{port}");
-    let fail = |e: String| ApiError::internal(format!("error dialing the kubelet at {url}: {e}"));
+    dial(tls, host, port)
+        .await
+        .map_err(|e| ApiError::internal(format!("error dialing the kubelet at https://{host}:{port}: {e}")))
+}
+
+/// TCP and TLS to a kubelet, each within [`CONNECT_TIMEOUT`]; the kubelet's certificate
+/// must chain to the cluster CA.
+pub(crate) async fn dial(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+) -> Result<KubeletStream, String> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| fail(format!("no connection after {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
-    let server_name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| fail(e.to_string()))?;
+        .map_err(|_| format!("no connection after {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp))
         .await
-        .map_err(|_| fail(format!("no TLS handshake after {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|_| format!("no TLS handshake after {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())
 }
 
 /// A path segment, percent-encoded (names are validated, but never trusted on a request line).

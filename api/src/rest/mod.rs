@@ -5,7 +5,7 @@ mod apply;
 mod binding;
 mod delete;
 mod finalize;
-mod kubelet;
+pub(crate) mod kubelet;
 mod patch;
 mod quota;
 mod read;
@@ -210,6 +210,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let def = ctx.def.clone();
+    if def.storage == Storage::Metrics {
+        return crate::resource_metrics::serve::handle(ctx, verb).await;
+    }
     if def.storage == Storage::Virtual {
         if verb != "create" {
             return Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}", def.plural)));

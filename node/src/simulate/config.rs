@@ -1,6 +1,7 @@
 //! The simulation's settings and its node names (`{prefix}-{i}`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
@@ -32,6 +33,33 @@ pub struct SimConfig {
     pub job_run: Duration,
     /// Delete the Nodes when stopped.
     pub delete_nodes_on_exit: bool,
+    /// Serve the kubelet's `GET /metrics/resource` (and `/healthz`) over HTTPS on
+    /// `127.0.0.1:port` for all the nodes, which then report it as their
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`; `Some(0)` picks a free port (logged).
+    /// `None`: no server, and no pod usage is tracked.
+    pub kubelet_port: Option<u16>,
+    /// The server's certificate and the CA its clients' certificates must chain to
+    /// (required with `kubelet_port`).
+    pub kubelet_tls: Option<KubeletTls>,
+}
+
+/// The kubelet endpoint's TLS material, as PEM: its certificate chain and key, and the CA
+/// that signs the certificates clients must present.
+#[derive(Clone)]
+pub struct KubeletTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: String,
+}
+
+impl fmt::Debug for KubeletTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeletTls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &format_args!("<redacted>"))
+            .field("client_ca_pem", &format_args!("{} bytes", self.client_ca_pem.len()))
+            .finish()
+    }
 }
 
 impl Default for SimConfig {
@@ -49,6 +77,8 @@ impl Default for SimConfig {
             status_interval: Duration::from_secs(60),
             job_run: Duration::from_secs(1),
             delete_nodes_on_exit: false,
+            kubelet_port: None,
+            kubelet_tls: None,
         }
     }
 }
@@ -87,6 +117,9 @@ impl SimConfig {
             if v.trim().is_empty() {
                 return bad(format!("{what} capacity is empty"));
             }
+        }
+        if self.kubelet_port.is_some() && self.kubelet_tls.is_none() {
+            return bad("the kubelet endpoint needs TLS: a certificate, its key and a client CA".into());
         }
         Ok(())
     }
@@ -138,9 +171,17 @@ mod tests {
             SimConfig { renew_interval: Duration::ZERO, ..Default::default() },
             SimConfig { status_interval: Duration::ZERO, ..Default::default() },
             SimConfig { cpu: " ".into(), ..Default::default() },
+            SimConfig { kubelet_port: Some(0), kubelet_tls: None, ..Default::default() },
         ];
         for c in bad {
             assert!(matches!(c.validate(), Err(SimError::Config(_))), "{c:?}");
         }
+    }
+
+    #[test]
+    fn the_tls_key_is_not_printed() {
+        let tls = KubeletTls { cert_pem: "CERT".into(), key_pem: "SECRET KEY".into(), client_ca_pem: "CA".into() };
+        let shown = format!("{:?}", SimConfig { kubelet_tls: Some(tls), ..Default::default() });
+        assert!(!shown.contains("SECRET") && shown.contains("<redacted>"), "{shown}");
     }
 }

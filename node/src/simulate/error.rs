@@ -6,6 +6,9 @@
 pub enum SimError {
     #[error("invalid simulation config: {0}")]
     Config(String),
+    /// The kubelet endpoint could not start (its TLS material, or binding its port).
+    #[error("kubelet endpoint: {0}")]
+    Kubelet(String),
     #[error("registering node {node}: {source}")]
     Register {
         node: String,

@@ -17,6 +17,7 @@ use super::SimConfig;
 pub const SIM_LABEL: (&str, &str) = ("type", "keelson-sim");
 /// The only address a simulated node has: nothing is ever sent anywhere else.
 pub const NODE_IP: &str = "127.0.0.1";
+/// The kubelet port nodes report when the sim serves no kubelet endpoint.
 pub const KUBELET_PORT: i32 = 10250;
 pub const KUBELET_VERSION: &str = "v1.33.0-keelson-sim";
 pub const RUNTIME_VERSION: &str = "keelson-sim://0";
@@ -115,6 +116,14 @@ pub fn is_ready(conditions: &[NodeCondition]) -> bool {
     conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
+/// The port of the node's kubelet endpoint: the sim's server's (all nodes share it; [`run`]
+/// sets the port it bound before anything is registered), else [`KUBELET_PORT`].
+///
+/// [`run`]: super::run
+pub fn kubelet_port(cfg: &SimConfig) -> i32 {
+    cfg.kubelet_port.filter(|p| *p != 0).map_or(KUBELET_PORT, i32::from)
+}
+
 /// The node's whole status.
 pub fn status(cfg: &SimConfig, name: &str, existing: &[NodeCondition], now: Timestamp) -> NodeStatus {
     let resources: BTreeMap<String, Quantity> = [
@@ -134,7 +143,9 @@ pub fn status(cfg: &SimConfig, name: &str, existing: &[NodeCondition], now: Time
             NodeAddress { type_: "InternalIP".into(), address: NODE_IP.into() },
             NodeAddress { type_: "Hostname".into(), address: name.into() },
         ]),
-        daemon_endpoints: Some(NodeDaemonEndpoints { kubelet_endpoint: Some(DaemonEndpoint { port: KUBELET_PORT }) }),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: kubelet_port(cfg) }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: labels(cfg, name).get("kubernetes.io/arch").cloned().unwrap_or_else(|| "amd64".into()),
             operating_system: "linux".into(),
@@ -212,6 +223,15 @@ mod tests {
         assert_eq!((info.operating_system.as_str(), info.architecture.as_str()), ("linux", "amd64"));
         let v = status_patch(&cfg(), "sim-3", &[], t(100));
         assert_eq!(v.pointer("/status/conditions/3/type"), Some(&json!("Ready")));
+    }
+
+    #[test]
+    fn nodes_report_the_port_of_the_sims_kubelet_endpoint() {
+        let served = SimConfig { kubelet_port: Some(41234), ..cfg() };
+        let s = status(&served, "sim-3", &[], t(100));
+        assert_eq!(s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 41234);
+        assert_eq!(s.addresses.unwrap()[0].address, "127.0.0.1");
+        assert_eq!(kubelet_port(&SimConfig { kubelet_port: Some(0), ..cfg() }), KUBELET_PORT, "not bound yet");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The pods of the simulated nodes: one watch on all bound pods feeds a queue of pending
 //! writes (status patches, final deletes), worked off with bounded concurrency. Only pods
-//! with a write pending or an address held cost memory; nothing runs per pod.
+//! with a write pending or an address held cost memory; nothing runs per pod. With a
+//! kubelet endpoint, the running pods' usage is tracked too, following the watch exactly.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,6 +26,7 @@ use super::nodes::NodeTable;
 use super::pod_status::{self, Decision};
 use super::queue::WorkQueue;
 use super::retry::{is_conflict, is_invalid, is_not_found, lock};
+use super::usage::UsageTable;
 use super::{SimConfig, FIELD_MANAGER};
 
 /// Pod writes in flight.
@@ -50,6 +52,9 @@ enum Op {
     Delete { uid: String },
 }
 
+/// The keys and uids of the pods of ours seen in a (re-)list so far.
+type Listed = (HashSet<PodKey>, HashSet<String>);
+
 /// A write a pod needs, from the latest version of it seen.
 #[derive(Debug)]
 struct Pending {
@@ -70,10 +75,17 @@ pub struct PodSim {
     queue: WorkQueue<PodKey>,
     seq: AtomicU64,
     pp: PatchParams,
+    /// The running pods' usage, when a kubelet endpoint serves it (else nothing is kept).
+    usage: Option<Arc<Mutex<UsageTable>>>,
 }
 
 impl PodSim {
-    pub fn new(client: kube::Client, cfg: Arc<SimConfig>, table: Arc<NodeTable>) -> PodSim {
+    pub fn new(
+        client: kube::Client,
+        cfg: Arc<SimConfig>,
+        table: Arc<NodeTable>,
+        usage: Option<Arc<Mutex<UsageTable>>>,
+    ) -> PodSim {
         PodSim {
             client,
             ipam: Mutex::new(Ipam::new(table.count())),
@@ -83,6 +95,7 @@ impl PodSim {
             queue: WorkQueue::default(),
             seq: AtomicU64::new(0),
             pp: PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+            usage,
         }
     }
 
@@ -94,9 +107,19 @@ impl PodSim {
         Some((key, i))
     }
 
-    /// Take in a pod as it is now: decide what it needs and queue that.
+    /// Take in a pod as the watch shows it now: track its usage, decide what it needs and
+    /// queue that.
     pub fn observe(&self, pod: &Pod) {
         let Some((key, node)) = self.ours(pod) else { return };
+        if let Some(usage) = &self.usage {
+            lock(usage).observe(&key, node, pod, Timestamp::now());
+        }
+        self.decide(key, node, pod);
+    }
+
+    /// Decide what a pod of ours needs and queue that (usage is left to the watch: a pod
+    /// re-read here may already be older than what the watch has delivered since).
+    fn decide(&self, key: PodKey, node: usize, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         {
             let mut ipam = lock(&self.ipam);
@@ -139,9 +162,12 @@ impl PodSim {
         }
     }
 
-    /// The pod is gone: drop what it had pending and free its address.
+    /// The pod is gone: drop what it had pending, its usage, and free its address.
     fn forget(&self, pod: &Pod) {
         let Some((key, node)) = self.ours(pod) else { return };
+        if let Some(usage) = &self.usage {
+            lock(usage).remove(&key, Timestamp::now());
+        }
         lock(&self.pending).remove(&key);
         self.queue.remove(&key);
         lock(&self.ipam).release(node, pod.metadata.uid.as_deref().unwrap_or_default());
@@ -169,29 +195,47 @@ impl PodSim {
         let api: Api<Pod> = Api::all(self.client.clone());
         let events = watcher(api, watcher::Config::default().fields("spec.nodeName!=")).default_backoff();
         let mut events = pin!(events.take_until(stop.cancelled()));
-        // During a (re-)list: the pods of ours listed, to drop state of those gone meanwhile.
-        let mut listed: Option<(HashSet<PodKey>, HashSet<String>)> = None;
+        let mut listed = None;
         while let Some(ev) = events.next().await {
             match ev {
-                Ok(watcher::Event::Init) => listed = Some(Default::default()),
-                Ok(watcher::Event::InitApply(p)) => {
-                    if let (Some((keys, uids)), Some((key, _))) = (listed.as_mut(), self.ours(&p)) {
-                        keys.insert(key);
-                        uids.insert(p.metadata.uid.clone().unwrap_or_default());
-                    }
-                    self.observe(&p);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some((keys, uids)) = listed.take() {
-                        lock(&self.pending).retain(|k, _| keys.contains(k));
-                        lock(&self.ipam).retain(&uids);
-                        tracing::info!(pods = keys.len(), queued = self.queue.len(), "pods on simulated nodes listed");
-                    }
-                }
-                Ok(watcher::Event::Apply(p)) => self.observe(&p),
-                Ok(watcher::Event::Delete(p)) => self.forget(&p),
+                Ok(ev) => self.on_event(ev, &mut listed),
                 Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
             }
+        }
+    }
+
+    /// Take in one event of the pod watch. `listed` holds, during a (re-)list, the keys and
+    /// uids of the pods of ours listed so far: at its end, state of the others (pending
+    /// writes, addresses, usage) is dropped — they are gone.
+    fn on_event(&self, ev: watcher::Event<Pod>, listed: &mut Option<Listed>) {
+        match ev {
+            watcher::Event::Init => *listed = Some(Default::default()),
+            watcher::Event::InitApply(p) => {
+                if let (Some((keys, uids)), Some((key, _))) = (listed.as_mut(), self.ours(&p)) {
+                    keys.insert(key);
+                    uids.insert(p.metadata.uid.clone().unwrap_or_default());
+                }
+                self.observe(&p);
+            }
+            watcher::Event::InitDone => {
+                if let Some((keys, uids)) = listed.take() {
+                    lock(&self.pending).retain(|k, _| keys.contains(k));
+                    lock(&self.ipam).retain(&uids);
+                    let running = self.usage.as_ref().map(|usage| {
+                        let mut usage = lock(usage);
+                        usage.retain(&keys, Timestamp::now());
+                        usage.len()
+                    });
+                    tracing::info!(
+                        pods = keys.len(),
+                        running,
+                        queued = self.queue.len(),
+                        "pods on simulated nodes listed"
+                    );
+                }
+            }
+            watcher::Event::Apply(p) => self.observe(&p),
+            watcher::Event::Delete(p) => self.forget(&p),
         }
     }
 
@@ -252,7 +296,10 @@ impl PodSim {
                 // and decide afresh.
                 tracing::debug!(pod = %key, node = %node, op = op_name(&op), "pod changed; re-reading");
                 match api.get_opt(&key.name).await {
-                    Ok(Some(pod)) => self.observe(&pod),
+                    Ok(Some(pod)) => match self.ours(&pod) {
+                        Some((key, node)) => self.decide(key, node, &pod),
+                        None => self.settle(key, seq),
+                    },
                     Ok(None) => self.settle(key, seq),
                     Err(e) => {
                         tracing::debug!(pod = %key, error = %e, "re-reading pod failed; retrying");
@@ -306,7 +353,24 @@ mod tests {
         let table = Arc::new(NodeTable::new(&cfg));
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        PodSim::new(client, cfg, table)
+        PodSim::new(client, cfg, table, None)
+    }
+
+    /// A sim that tracks usage.
+    fn tracking() -> (PodSim, Arc<Mutex<UsageTable>>) {
+        let s = sim();
+        let usage = Arc::new(Mutex::new(UsageTable::new(s.table.count(), Timestamp::now())));
+        (PodSim { usage: Some(usage.clone()), ..s }, usage)
+    }
+
+    /// `p` with the status the sim writes for a running pod.
+    fn running(mut p: Pod) -> Pod {
+        p.status = Some(pod_status::running_status(&p, "10.244.0.9".parse().unwrap(), Timestamp::now()));
+        p
+    }
+
+    fn tracked(usage: &Mutex<UsageTable>) -> Vec<String> {
+        lock(usage).sample(Timestamp::now()).pods.into_iter().map(|p| p.name).collect()
     }
 
     fn pod(name: &str, node: &str, restart: &str) -> Pod {
@@ -410,5 +474,40 @@ mod tests {
         s.observe(&p);
         s.settle(&key("d"), seq);
         assert!(lock(&s.pending).contains_key(&key("d")));
+    }
+
+    #[tokio::test]
+    async fn usage_follows_the_watch_through_changes_deletes_and_relists() {
+        let (s, usage) = tracking();
+        // Pending, then running: tracked from then on; strangers never.
+        s.on_event(watcher::Event::Apply(pod("a", "sim-0", "Always")), &mut None);
+        assert!(tracked(&usage).is_empty());
+        s.on_event(watcher::Event::Apply(running(pod("a", "sim-0", "Always"))), &mut None);
+        s.on_event(watcher::Event::Apply(running(pod("b", "sim-1", "Always"))), &mut None);
+        s.on_event(watcher::Event::Apply(running(pod("x", "other-node", "Always"))), &mut None);
+        assert_eq!(tracked(&usage), ["a", "b"]);
+        // Deleted (watch delete) or being deleted: dropped.
+        s.on_event(watcher::Event::Delete(running(pod("b", "sim-1", "Always"))), &mut None);
+        assert_eq!(tracked(&usage), ["a"]);
+        let mut deleting = running(pod("a", "sim-0", "Always"));
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        s.on_event(watcher::Event::Apply(deleting), &mut None);
+        assert!(tracked(&usage).is_empty());
+        // A relist: what it shows is tracked, what it no longer shows is dropped at its end.
+        let mut listed = None;
+        for p in ["c", "d"] {
+            s.on_event(watcher::Event::Apply(running(pod(p, "sim-0", "Always"))), &mut listed);
+        }
+        s.on_event(watcher::Event::Init, &mut listed);
+        s.on_event(watcher::Event::InitApply(running(pod("d", "sim-0", "Always"))), &mut listed);
+        s.on_event(watcher::Event::InitApply(running(pod("e", "sim-1", "Always"))), &mut listed);
+        assert_eq!(tracked(&usage), ["c", "d", "e"], "not before the list is complete");
+        s.on_event(watcher::Event::InitDone, &mut listed);
+        assert_eq!(tracked(&usage), ["d", "e"]);
+        // A finished job stops counting.
+        let mut done = running(pod("e", "sim-1", "Never"));
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        s.on_event(watcher::Event::Apply(done), &mut None);
+        assert_eq!(tracked(&usage), ["d"]);
     }
 }
