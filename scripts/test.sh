@@ -40,6 +40,8 @@ export KEELSON_PYTHON="$venv/bin/python"
 
 # Builds are reused across clean clones (RocksDB's C++ alone is ~15 minutes on 2 cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keelson/target}"
+# No incremental caches: CI builds each clean clone once, and they grow by gigabytes a run.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export ETCDCTL_API=3
 
 if cargo fmt --version >/dev/null 2>&1; then
