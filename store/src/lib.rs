@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod config;
+mod election_gate;
 pub mod error;
 pub mod etcd;
 pub mod keys;

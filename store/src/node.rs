@@ -413,7 +413,13 @@ impl Store {
         tokio::spawn(lease_expiry_task(store.clone()));
         tokio::spawn(compactor_task(store.core.clone()));
         tokio::spawn(register_self_task(store.core.clone()));
+        tokio::spawn(crate::election_gate::run(store.clone(), cfg.election_timeout_max * 3));
         Ok(store)
+    }
+
+    /// The Raft handle (for the election gate).
+    pub(crate) fn raft_handle(&self) -> Raft<TypeConfig> {
+        self.core.raft.clone()
     }
 
     pub fn member_id(&self) -> NodeId {

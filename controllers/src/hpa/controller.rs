@@ -178,7 +178,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
         "the HPA controller was able to get the target's current scale".into(),
     );
     let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    out.current = scale.status.as_ref().map(|s| s.replicas).unwrap_or(current);
+    // Upstream reports the scale's spec.replicas as the HPA's currentReplicas.
+    out.current = current;
     let min = spec.min_replicas.unwrap_or(1);
     let max = spec.max_replicas;
     let now = jiff::Timestamp::now();
