@@ -221,3 +221,8 @@ mod tests {
         assert!(retry_delay(&other) >= Duration::from_secs(2));
     }
 }
+
+/// A mutex's guard, poisoned or not (a panicked holder left plain data, not a broken invariant).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

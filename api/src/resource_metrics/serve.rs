@@ -76,7 +76,7 @@ fn metrics_of(ctx: &Ctx, obj: &Value, pod: bool) -> Option<Value> {
     if let Some(l) = obj.pointer("/metadata/labels") {
         meta.insert("labels".into(), l.clone());
     }
-    meta.insert("creationTimestamp".into(), json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+    meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
     let mut out = Map::new();
     out.insert("kind".into(), json!(ctx.def.kind));
     out.insert("apiVersion".into(), json!(ctx.def.api_version()));

@@ -23,6 +23,7 @@ use kube::Resource;
 
 use crate::events::Events;
 use crate::util_api::{is_conflict, is_namespace_terminating, is_not_found};
+use crate::util_runtime::lock;
 use crate::{pods, Context, Error};
 
 struct State {
@@ -78,13 +79,6 @@ fn reference(cj: &CronJob) -> ObjectReference {
         namespace: cj.metadata.namespace.clone(),
         uid: cj.metadata.uid.clone(),
         ..Default::default()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(e) => e.into_inner(),
     }
 }
 

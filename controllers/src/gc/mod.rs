@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use self::decide::{FOREGROUND, ORPHAN};
 use self::graph::{Graph, Node};
+use crate::util_runtime::lock;
 use crate::{Context, Error};
 
 /// How often discovery runs again (new CRDs).
@@ -50,13 +51,6 @@ pub(crate) struct Shared {
     /// Resource types whose first list is still pending.
     unsynced: Mutex<HashSet<usize>>,
     synced_once: std::sync::atomic::AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(e) => e.into_inner(),
-    }
 }
 
 impl Shared {

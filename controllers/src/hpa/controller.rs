@@ -25,6 +25,7 @@ use super::behavior::{self, HpaState};
 use super::replicas::{self, CalcConfig};
 use super::types::{pod_samples, PodMetricsList};
 use crate::events::Events;
+use crate::util_runtime::lock;
 use crate::{Context, Error};
 
 /// An HPA's in-memory history is forgotten after this long without a reconcile (it was
@@ -63,10 +64,6 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
 
 fn error_policy(_obj: Arc<HorizontalPodAutoscaler>, err: &Error, st: Arc<State>) -> Action {
     Action::requeue(crate::util_runtime::retry_delay(err).max(st.ctx.config.hpa_sync_period))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn reference(hpa: &HorizontalPodAutoscaler) -> ObjectReference {
@@ -150,7 +147,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
     };
     let target = &spec.scale_target_ref;
     let api_version = target.api_version.clone().unwrap_or_else(|| "v1".into());
-    let reference = format!("{}/{}", target.kind, target.name);
+    let target_name = format!("{}/{}", target.kind, target.name);
 
     // The target's scale.
     let scale = match resolve(&st, &api_version, &target.kind).await {
@@ -164,7 +161,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
         Ok(x) => x,
         Err(e) => {
             let msg = format!("the HPA controller was unable to get the target's current scale: {e}");
-            st.events.warning(reference_of(&hpa), "FailedGetScale", "GetScale", e.clone());
+            st.events.warning(reference(&hpa), "FailedGetScale", "GetScale", e.clone());
             set_condition(&mut out.conditions, "AbleToScale", false, "FailedGetScale", msg);
             write_status(&st, &hpa, out).await?;
             return Ok(sync);
@@ -252,7 +249,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                 normalized.replicas
             }
             Err(MetricsFailure { reason, message, statuses }) => {
-                st.events.warning(reference_of(&hpa), reason, "ComputeReplicas", message.clone());
+                st.events.warning(reference(&hpa), reason, "ComputeReplicas", message.clone());
                 set_condition(&mut out.conditions, "ScalingActive", false, reason, message);
                 out.metrics = statuses;
                 // No scaling on a metric that cannot be read (upstream returns the error).
@@ -275,7 +272,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                     format!("the HPA controller was able to update the target scale to {desired}"),
                 );
                 st.events.normal(
-                    reference_of(&hpa),
+                    reference(&hpa),
                     "SuccessfulRescale",
                     "Scale",
                     format!("New size: {desired}; reason: {rescale_reason}"),
@@ -286,11 +283,11 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                     }
                 }
                 out.last_scale = Some(Time(now));
-                tracing::info!(target = %reference, from = current, to = desired, reason = %rescale_reason, "rescaled");
+                tracing::info!(target = %target_name, from = current, to = desired, reason = %rescale_reason, "rescaled");
             }
             Err(e) => {
                 st.events.warning(
-                    reference_of(&hpa),
+                    reference(&hpa),
                     "FailedRescale",
                     "Scale",
                     format!("New size: {desired}; reason: {rescale_reason}; error: {e}"),
@@ -309,10 +306,6 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
     }
     write_status(&st, &hpa, out).await?;
     Ok(sync)
-}
-
-fn reference_of(hpa: &HorizontalPodAutoscaler) -> ObjectReference {
-    reference(hpa)
 }
 
 /// The HPA's metrics; none means CPU at 80% utilization (the autoscaling/v2 default).
@@ -397,28 +390,13 @@ async fn compute(
 
 /// `GET /apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector=…`.
 async fn metrics_list(st: &State, ns: &str, selector: &str) -> Result<PodMetricsList, String> {
-    let q: String = form_query(&[("labelSelector", selector)]);
-    let req = http::Request::get(format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?{q}"))
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
+    let req = metrics_request(ns, selector).map_err(|e| e.to_string())?;
     st.ctx.client.request::<PodMetricsList>(req).await.map_err(|e| e.to_string())
 }
 
-fn form_query(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let enc: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+fn metrics_request(ns: &str, selector: &str) -> Result<http::Request<Vec<u8>>, kube::core::request::Error> {
+    kube::core::Request::new(format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"))
+        .list(&ListParams::default().labels(selector))
 }
 
 /// One metric's replica proposal, its name for messages, and its status.
@@ -570,9 +548,10 @@ mod tests {
 
     #[test]
     fn queries_and_quantities() {
+        let req = metrics_request("ns", "app=web,tier in (a b)").unwrap();
         assert_eq!(
-            form_query(&[("labelSelector", "app=web,tier in (a b)")]),
-            "labelSelector=app%3Dweb%2Ctier%20in%20%28a%20b%29"
+            req.uri().to_string(),
+            "/apis/metrics.k8s.io/v1beta1/namespaces/ns/pods?&labelSelector=app%3Dweb%2Ctier+in+%28a+b%29"
         );
         assert_eq!(milli_quantity(250), "250m");
         assert_eq!(milli_quantity(2000), "2");

@@ -31,6 +31,7 @@ use self::plan::{Done, PodWork, Skip, Sync, TRACKING_FINALIZER};
 use crate::events::Events;
 use crate::expectations::{Expectations, TTL};
 use crate::util_api::{is_namespace_terminating, is_not_found};
+use crate::util_runtime::lock;
 use crate::{pods, Context, Error};
 
 /// Finalizer removals in flight at once, per Job.
@@ -92,13 +93,6 @@ struct State {
     superseded: Mutex<HashMap<String, (Vec<String>, Instant)>>,
     events: Events,
     orphans: mpsc::UnboundedSender<(String, String)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(e) => e.into_inner(),
-    }
 }
 
 pub async fn run(ctx: Context) -> Result<(), Error> {
