@@ -172,7 +172,9 @@ async fn writes_fenced_to_an_old_term_are_refused_and_write_nothing() {
         assert!(r.unwrap().succeeded);
     }
     tracing::info!("--- fenced to another term: refused, nothing written");
-    let before = ms[leader].store.revision();
+    // A linearizable read, not the leader's applied revision: a write through a follower returns
+    // once the follower has applied it, which may be before the leader's state machine has.
+    let (_, before) = ms[leader].store.get("/registry/f/stale", Consistency::Linearizable).await.unwrap();
     for stale in [term - 1, term + 1] {
         let err = ms[follower]
             .store
