@@ -72,6 +72,35 @@ pub struct AgentArgs {
     /// endpoint presents (e.g. the API server's kubelet client certificate).
     #[arg(long, value_name = "FILE", requires = "port")]
     pub client_ca_file: Option<PathBuf>,
+    /// A real node's name (without --simulate): pods bound to it run in runc/crun
+    /// containers wired by CNI. Needs root.
+    #[arg(long, conflicts_with = "simulate")]
+    pub node_name: Option<String>,
+    /// Where a real node keeps its pods, images and runtime state.
+    #[arg(long, default_value = "/var/lib/keelson/agent")]
+    pub root_dir: PathBuf,
+    /// The OCI runtime: runc or crun (a name on PATH or a path).
+    #[arg(long, default_value = "runc")]
+    pub runtime: PathBuf,
+    /// Where the CNI plugins are (bridge, host-local, loopback); repeatable.
+    #[arg(long = "cni-bin-dir", default_values = ["/usr/lib/cni", "/opt/cni/bin"])]
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The Linux bridge pods are attached to.
+    #[arg(long, default_value = "keelson0")]
+    pub bridge: String,
+    /// A registry (host:port) pulled from over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// The address the node reports as its InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
+    /// The first back-off before a crashed container or a failed image pull is retried
+    /// (doubling up to 5 minutes), as the kubelet's 10 s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    pub restart_backoff: Duration,
+    /// Network namespaces of the node's pods are named <prefix><pod uid>.
+    #[arg(long, default_value = "keelson-")]
+    pub netns_prefix: String,
 }
 
 /// `500ms`, or anything [`parse_duration`] takes.
@@ -108,9 +137,38 @@ fn kubelet_tls(args: &AgentArgs) -> Result<Option<keelson_node::simulate::Kubele
     }))
 }
 
+/// A real node (`--node-name`).
+async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
+    let client = crate::kubeclient::from_kubeconfig(&args.kubeconfig, args.context.as_deref()).await?;
+    let cfg = keelson_node::kubelet::KubeletConfig {
+        node_name,
+        root_dir: args.root_dir.clone(),
+        runtime: args.runtime.clone(),
+        shim_exe: std::env::current_exe().context("cannot find this executable (the container shim)")?,
+        cni_bin_dirs: args.cni_bin_dirs.clone(),
+        bridge: args.bridge.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+        node_ip: args.node_ip,
+        labels: parse_labels(&args.node_labels)?,
+        renew_interval: args.lease_renew_interval,
+        initial_backoff: args.restart_backoff,
+        netns_prefix: args.netns_prefix.clone(),
+        kubelet_port: args.port.unwrap_or(10250),
+        kubelet_tls: kubelet_tls(&args)?,
+        ..Default::default()
+    };
+    keelson_node::kubelet::preflight(&cfg).context("this host cannot run a real node")?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(keelson_node::kubelet::run(client, cfg, stop.clone()));
+    crate::controllers_cmd::until_signal(task, stop).await
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
     let Some(count) = args.simulate else {
-        bail!("only simulated nodes are built so far: pass --simulate N (the real kubelet is the node issue's)");
+        let Some(name) = args.node_name.clone() else {
+            bail!("pass --node-name N for a real node (root, runc or crun, CNI plugins), or --simulate N for simulated ones");
+        };
+        return run_real(args, name).await;
     };
     let kubelet_tls = kubelet_tls(&args)?;
     let client = crate::kubeclient::from_kubeconfig(&args.kubeconfig, args.context.as_deref()).await?;

@@ -45,7 +45,8 @@ enum Cmd {
     Server(server::ServerArgs),
     /// A one-master cluster in one process; prints the admin kubeconfig path when ready.
     Up(up::UpArgs),
-    /// A node: `--simulate N` runs N simulated nodes against the API.
+    /// A node: `--node-name N` runs a real one (runc/crun, CNI; as root), `--simulate N`
+    /// runs N simulated nodes against the API.
     Agent(agent::AgentArgs),
     /// The controllers and the scheduler against any API server (keelson's masters run
     /// them on the Raft leader themselves).
@@ -56,6 +57,17 @@ enum Cmd {
 }
 
 fn main() {
+    // `keelson shim …`: a container's shim (started by the kubelet; not a user command).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == "shim") {
+        match keelson_node::kubelet::runtime::ShimArgs::parse(&raw[2..]) {
+            Ok(args) => std::process::exit(keelson_node::kubelet::runtime::shim::run(&args)),
+            Err(e) => {
+                eprintln!("keelson shim: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("KEELSON_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {

@@ -5,4 +5,5 @@
 //! each with a Lease, whose pods "run" without containers (how keelson benchmarks its
 //! scheduler and tests its controllers). The real kubelet comes later in this crate.
 
+pub mod kubelet;
 pub mod simulate;

@@ -4,6 +4,7 @@ mod api;
 mod failover;
 mod fsync;
 mod otlp_sink;
+mod pods;
 mod scheduler;
 mod store;
 
@@ -22,6 +23,8 @@ pub enum BenchCmd {
     Scheduler(scheduler::SchedulerBenchArgs),
     /// SIGKILL the leader of three masters again and again: time until controllers act.
     ControllerFailover(failover::FailoverBenchArgs),
+    /// Pod startup latency on a real node: create -> Running, one after another and at once.
+    PodStartup(pods::PodStartupBenchArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
@@ -31,5 +34,6 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::OtlpSink(a) => otlp_sink::run(a).await,
         BenchCmd::Scheduler(a) => scheduler::run(a).await,
         BenchCmd::ControllerFailover(a) => failover::run(a).await,
+        BenchCmd::PodStartup(a) => pods::run(a).await,
     }
 }

@@ -3,6 +3,7 @@
 //! the harness drops; every wait has a timeout that names what hung.
 #![allow(dead_code)]
 
+pub mod registry;
 pub mod sim;
 
 use std::future::Future;

@@ -1,0 +1,466 @@
+//! The real node end to end, as root: one master, `keelson agent --node-name` running pods
+//! in runc containers on a CNI bridge, a busybox image built by umoci and served by
+//! Debian's docker-registry on loopback. Everything the test makes (the bridge, network
+//! namespaces, runc state, mounts, processes) is removed by its guard, failed or not;
+//! traffic goes only to loopback and to pod addresses inside namespaces the agent made
+//! for this test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::registry::Registry;
+use common::sim::{self, must_kubectl};
+use common::{eventually_or, keelson_bin, Cluster};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A real agent and everything it may leave behind.
+struct Node {
+    child: Option<tokio::process::Child>,
+    dir: tempfile::TempDir,
+    name: String,
+    bridge: String,
+    netns_prefix: String,
+    kubeconfig: PathBuf,
+    registry: String,
+    /// The kubelet endpoint: port, serving certificate and key, client CA.
+    endpoint: [String; 4],
+}
+
+impl Node {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    fn start(&mut self) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).expect("log");
+        let child = tokio::process::Command::new(keelson_bin())
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", &self.name, "--bridge", &self.bridge, "--netns-prefix", &self.netns_prefix])
+            .args(["--insecure-registry", &self.registry, "--restart-backoff", "1s", "--lease-renew-interval", "1s"])
+            .args(["--port", &self.endpoint[0], "--tls-cert-file", &self.endpoint[1]])
+            .args(["--tls-private-key-file", &self.endpoint[2], "--client-ca-file", &self.endpoint[3]])
+            .arg("--root-dir")
+            .arg(self.root())
+            .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn keelson agent");
+        self.child = Some(child);
+    }
+
+    /// Kill the agent at once (SIGKILL by its PID): its pods keep running.
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(60).collect();
+        format!("\n--- agent log (last 60 lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    }
+
+    fn netns(&self) -> Vec<String> {
+        let out = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&self.netns_prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn runc_ids(&self) -> Vec<String> {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(self.root().join("runtime"))
+            .args(["list", "-q"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        for id in self.runc_ids() {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(self.root().join("runtime"))
+                .args(["delete", "--force", &id])
+                .output();
+        }
+        for ns in self.netns() {
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &ns]).output();
+        }
+        // Mounts under our directory, deepest first.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(self.dir.path()))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = std::process::Command::new("umount").args(["-l", m]).output();
+        }
+        let _ = std::process::Command::new("ip").args(["link", "delete", &self.bridge]).stderr(Stdio::null()).output();
+    }
+}
+
+/// A kubelet serving certificate for 127.0.0.1 signed by the cluster CA, written to `dir`.
+fn kubelet_cert(pki: &Path, dir: &Path) -> (String, String) {
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("pki file");
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("ca key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), &ca_key).expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("sign");
+    let (c, k) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (c.display().to_string(), k.display().to_string())
+}
+
+fn pod_yaml(name: &str, image: &str, restart: &str, command: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, {command:?}]
+    env:
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: greeting, key: text}}}}}}
+"
+    )
+}
+
+fn status(p: &Pod) -> Value {
+    serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default()
+}
+
+async fn wait_pod(api: &Api<Pod>, name: &str, node: &Node, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let last = std::sync::Mutex::new(None::<Value>);
+    eventually_or(
+        WAIT,
+        &format!("pod {name}: {what}"),
+        || async {
+            let p = api.get_opt(name).await.ok().flatten()?;
+            let s = status(&p);
+            *last.lock().unwrap() = Some(s.clone());
+            check(&s).then_some(s)
+        },
+        || format!("\nlast status: {:?}{}", last.lock().unwrap(), node.log()),
+    )
+    .await
+}
+
+fn container(s: &Value) -> &Value {
+    &s["containerStatuses"][0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_runs_pods_in_runc_with_cni() {
+    let registry = Registry::start().await;
+    let image = registry.push_busybox("keelson/busybox:1").await;
+    let mut c = Cluster::shared_pki(1, &["--cluster-cidr", "10.251.0.0/16"]);
+    c.spawn_all();
+    c.wait_leader(&[0]).await;
+    c.wait_api_settled(1).await;
+    let kubeconfig = sim::kubeconfig_of(&c.masters[0].data_dir);
+    let client = sim::client(&kubeconfig, None).await;
+    let tag = std::process::id() % 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = kubelet_cert(&c.pki(), dir.path());
+    let ca = c.pki().join("ca.crt").display().to_string();
+    let mut node = Node {
+        child: None,
+        dir,
+        endpoint: [common::free_port().to_string(), cert, key, ca],
+        name: format!("real-{tag}"),
+        bridge: format!("kb{tag}"),
+        netns_prefix: format!("kt{tag}-"),
+        kubeconfig: kubeconfig.clone(),
+        registry: registry.addr.clone(),
+    };
+    node.start();
+    must_kubectl(&kubeconfig, &["create", "configmap", "greeting", "--from-literal=text=hello"], None).await;
+
+    // The node registers, gets a podCIDR from node IPAM and says Ready.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let ready = eventually_or(
+        WAIT,
+        "the real node to be Ready with a podCIDR",
+        || async {
+            let n = nodes.get_opt(&node.name).await.ok().flatten()?;
+            let cidr = n.spec.as_ref()?.pod_cidr.clone()?;
+            let ready =
+                n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some((cidr, n))
+        },
+        || node.log(),
+    )
+    .await;
+    assert!(ready.0.starts_with("10.251."), "{}", ready.0);
+    let info = ready.1.status.as_ref().and_then(|s| s.node_info.clone()).expect("nodeInfo");
+    assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let on_node = |yaml: String| yaml.replace("spec:\n", &format!("spec:\n  nodeName: {}\n", node.name));
+
+    // 1. A web server: Running with an address on the bridge, serving what its env says.
+    let web = pod_yaml("web", &image, "Always", "echo serving $POD_NAME; mkdir -p /www && echo $GREETING from $POD_NAME > /www/index.html && exec httpd -f -p 8080 -h /www");
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(web))).await;
+    let s = wait_pod(&pods, "web", &node, "Running and ready", |s| {
+        s["phase"] == "Running" && container(s)["ready"] == true && s["podIP"].is_string()
+    })
+    .await;
+    let ip = s["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with(&ready.0.rsplit_once('.').unwrap().0.to_string()), "pod IP {ip} is in {}", ready.0);
+    assert!(container(&s)["containerID"].as_str().unwrap().starts_with("runc://"));
+    let body = eventually_or(
+        Duration::from_secs(30),
+        "the pod's web server to answer on its IP",
+        || {
+            let url = format!("http://{ip}:8080/");
+            async move {
+                let out =
+                    tokio::process::Command::new("curl").args(["-s", "--max-time", "2", &url]).output().await.ok()?;
+                out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+        },
+        || node.log(),
+    )
+    .await;
+    assert_eq!(body, "hello from web");
+    // kubectl logs, through the API server to the node's kubelet endpoint.
+    let logs = must_kubectl(&kubeconfig, &["logs", "web"], None).await;
+    assert_eq!(logs, "serving web\n");
+    let logs = must_kubectl(&kubeconfig, &["logs", "web", "--timestamps"], None).await;
+    assert!(
+        logs.split(' ').next().unwrap().parse::<jiff::Timestamp>().is_ok() && logs.ends_with(" serving web\n"),
+        "{logs}"
+    );
+
+    // 2. A crashing container restarts with back-off and remembers how it ended.
+    let crash = pod_yaml("crash", &image, "Always", "echo about to fail; exit 3");
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(crash))).await;
+    let s =
+        wait_pod(&pods, "crash", &node, "restarted twice", |s| container(s)["restartCount"].as_i64() >= Some(2)).await;
+    assert_eq!(container(&s)["lastState"]["terminated"]["exitCode"], 3, "{s}");
+    assert_eq!(container(&s)["lastState"]["terminated"]["reason"], "Error", "{s}");
+    let previous = must_kubectl(&kubeconfig, &["logs", "crash", "--previous"], None).await;
+    assert_eq!(previous, "about to fail\n");
+    wait_pod(&pods, "crash", &node, "in CrashLoopBackOff", |s| {
+        container(s)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+
+    // 3. Run-to-completion pods end Succeeded or Failed with their exit codes.
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(pod_yaml("ok", &image, "Never", "exit 0")))).await;
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(pod_yaml("bad", &image, "Never", "exit 7")))).await;
+    must_kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        Some(&on_node(pod_yaml("count", &image, "Never", "for i in 1 2 3; do echo line $i; sleep 0.2; done"))),
+    )
+    .await;
+    wait_pod(&pods, "count", &node, "started", |s| matches!(s["phase"].as_str(), Some("Running" | "Succeeded"))).await;
+    let followed = must_kubectl(&kubeconfig, &["logs", "-f", "count"], None).await;
+    assert_eq!(followed, "line 1\nline 2\nline 3\n");
+    let s = wait_pod(&pods, "ok", &node, "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(container(&s)["state"]["terminated"]["reason"], "Completed");
+    let s = wait_pod(&pods, "bad", &node, "Failed", |s| s["phase"] == "Failed").await;
+    assert_eq!(container(&s)["state"]["terminated"]["exitCode"], 7);
+
+    // Init containers run first, to completion; a failing one fails a Never pod.
+    for (name, code) in [("init-ok", 0), ("init-bad", 1)] {
+        let yaml = on_node(pod_yaml(name, &image, "Never", "echo main ran")).replace(
+            "  containers:\n",
+            &format!("  initContainers:\n  - {{name: setup, image: {image}, command: [sh, -c, 'exit {code}']}}\n  containers:\n"),
+        );
+        must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&yaml)).await;
+    }
+    let s =
+        wait_pod(&pods, "init-ok", &node, "Succeeded after its init container", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(s["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed", "{s}");
+    let s = wait_pod(&pods, "init-bad", &node, "Failed by its init container", |s| s["phase"] == "Failed").await;
+    assert_eq!(s["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 1, "{s}");
+    assert_eq!(container(&s)["state"]["waiting"]["reason"], "PodInitializing", "{s}");
+
+    // 4. Bad input: a missing image and a command that does not exist say why.
+    let missing = pod_yaml("missing", &format!("{}/keelson/nope:1", registry.addr), "Always", "true");
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(missing))).await;
+    let s = wait_pod(&pods, "missing", &node, "ImagePullBackOff", |s| {
+        container(s)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    })
+    .await;
+    let msg = container(&s)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("keelson/nope"), "{msg}");
+    let nocmd = on_node(pod_yaml("nocmd", &image, "Never", "true"))
+        .replace("command: [sh, -c, \"true\"]", "command: [/no/such/binary]");
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&nocmd)).await;
+    let s = wait_pod(&pods, "nocmd", &node, "a StartError", |s| {
+        container(s)["state"]["terminated"]["reason"] == "StartError"
+    })
+    .await;
+    let msg = container(&s)["state"]["terminated"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("/no/such/binary"), "{msg}");
+
+    // 5. Probes: readiness (httpGet) decides the pod's Ready condition and its Service's
+    //    endpoints; a failing liveness probe (exec) restarts the container.
+    let probed = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: probed}}
+spec:
+  selector: {{app: probed}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: probed, labels: {{app: probed}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'touch /tmp/alive; mkdir -p /www; echo ok > /www/ready; httpd -p 8080 -h /www; sleep 6; rm /www/ready; sleep 4; rm /tmp/alive; exec sleep 3600']
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /ready, port: http}}, periodSeconds: 1, failureThreshold: 1}}
+    livenessProbe: {{exec: {{command: [cat, /tmp/alive]}}, periodSeconds: 1, failureThreshold: 2}}
+",
+        node = node.name
+    );
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&probed)).await;
+    let ready = |s: &Value| {
+        s["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    };
+    wait_pod(&pods, "probed", &node, "Ready by its readiness probe", |s| ready(s)).await;
+    let endpoint_ready = |want: bool| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = sim::kubectl(
+                &kubeconfig,
+                &["get", "endpointslices", "-l", "kubernetes.io/service-name=probed", "-o", "json"],
+                None,
+            )
+            .await
+            .1;
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let eps = v["items"]
+                .as_array()?
+                .iter()
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .collect::<Vec<_>>();
+            (!eps.is_empty() && eps.iter().all(|e| e["conditions"]["ready"] == want)).then_some(())
+        }
+    };
+    eventually_or(WAIT, "the Service's endpoint to be ready", || endpoint_ready(true), || node.log()).await;
+    wait_pod(&pods, "probed", &node, "not Ready once /ready is gone", |s| !ready(s) && s["phase"] == "Running").await;
+    eventually_or(WAIT, "the Service's endpoint to be not ready", || endpoint_ready(false), || node.log()).await;
+    let s = wait_pod(&pods, "probed", &node, "restarted by its liveness probe", |s| {
+        container(s)["restartCount"].as_i64() >= Some(1)
+    })
+    .await;
+    assert!(container(&s)["lastState"]["terminated"]["exitCode"].is_i64(), "{s}");
+    wait_pod(&pods, "probed", &node, "Ready again after the restart", |s| ready(s)).await;
+    must_kubectl(&kubeconfig, &["delete", "service", "probed"], None).await;
+
+    // 6. The agent dies; a pod is deleted meanwhile; the agent comes back: the running pod
+    //    was left alone, the deleted one is finished and cleaned up.
+    let web_uid = pods.get("web").await.unwrap().metadata.uid.unwrap();
+    let ok_uid = pods.get("ok").await.unwrap().metadata.uid.unwrap();
+    node.kill().await;
+    pods.delete("ok", &DeleteParams::default()).await.unwrap();
+    node.start();
+    wait_pod(&pods, "web", &node, "still Running with no restart", |s| {
+        s["phase"] == "Running" && container(s)["restartCount"] == 0
+    })
+    .await;
+    eventually_or(
+        WAIT,
+        "the deleted pod to be finished by the restarted agent",
+        || async { pods.get_opt("ok").await.ok().flatten().is_none().then_some(()) },
+        || node.log(),
+    )
+    .await;
+    eventually_or(
+        WAIT,
+        "the deleted pod's network namespace and containers to be gone",
+        || async {
+            (!node.netns().iter().any(|n| n.ends_with(&ok_uid)) && !node.runc_ids().iter().any(|i| i.contains(&ok_uid)))
+                .then_some(())
+        },
+        || node.log(),
+    )
+    .await;
+
+    // 7. Deleting pods stops them gracefully and undoes everything.
+    must_kubectl(&kubeconfig, &["delete", "pod", "--all", "--wait=false"], None).await;
+    eventually_or(
+        WAIT,
+        "every pod to be gone",
+        || async { pods.list(&Default::default()).await.ok().filter(|l| l.items.is_empty()).map(|_| ()) },
+        || node.log(),
+    )
+    .await;
+    eventually_or(
+        WAIT,
+        "no network namespace, container or pod directory left",
+        || async {
+            let dirs = std::fs::read_dir(node.root().join("pods")).map(|d| d.count()).unwrap_or(0);
+            (node.netns().is_empty() && node.runc_ids().is_empty() && dirs == 0).then_some(())
+        },
+        || format!("netns {:?} runc {:?}{}", node.netns(), node.runc_ids(), node.log()),
+    )
+    .await;
+    assert!(!node.netns().iter().any(|n| n.ends_with(&web_uid)));
+    // Every address went back to IPAM.
+    let ipam = node.root().join("ipam");
+    let leased: Vec<String> = walk(&ipam)
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("10.")))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(leased.is_empty(), "addresses still leased: {leased:?}");
+    node.kill().await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,77 @@
+//! What a real node is configured with.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The kubelet's configuration (`keelson agent` flags).
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    /// Everything the node keeps: pods' directories, images, the runtime's state.
+    pub root_dir: PathBuf,
+    /// `runc` or `crun` (a path).
+    pub runtime: PathBuf,
+    /// The executable that runs the container shim (`<exe> shim …`): this program.
+    pub shim_exe: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The node's bridge for pod networking.
+    pub bridge: String,
+    /// Registries reached over plain HTTP (`host:port`).
+    pub insecure_registries: Vec<String>,
+    /// The address the node reports (InternalIP).
+    pub node_ip: IpAddr,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub lease_duration_seconds: i32,
+    pub renew_interval: Duration,
+    pub status_interval: Duration,
+    /// The first crash-loop back-off (doubling to [`KubeletConfig::max_backoff`]); the
+    /// kubelet's is 10 s.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Network namespaces of this node's pods are named `<netns_prefix><pod uid>`.
+    pub netns_prefix: String,
+    /// The kubelet endpoint's port (reported in the Node's daemonEndpoints; 0: any free).
+    pub kubelet_port: u16,
+    /// Its TLS material; without it there is no endpoint (no `kubectl logs`).
+    pub kubelet_tls: Option<crate::simulate::KubeletTls>,
+}
+
+impl KubeletConfig {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root_dir.join("pods")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root_dir.join("images")
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.root_dir.join("runtime")
+    }
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.root_dir.join("ipam")
+    }
+}
+
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            node_name: "node".into(),
+            root_dir: "/var/lib/keelson/agent".into(),
+            runtime: "runc".into(),
+            shim_exe: "keelson".into(),
+            cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            bridge: "keelson0".into(),
+            insecure_registries: Vec::new(),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            labels: Default::default(),
+            lease_duration_seconds: 40,
+            renew_interval: Duration::from_secs(10),
+            status_interval: Duration::from_secs(10),
+            initial_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            netns_prefix: "keelson-".into(),
+            kubelet_port: 10250,
+            kubelet_tls: None,
+        }
+    }
+}
