@@ -455,7 +455,15 @@ async fn scenarios(up: &Up, version: &str) {
             .await;
     assert_eq!(code, 401);
     k.ok(&["delete", "serviceaccount", "builder", "-n", &ns]).await;
-    let (code, body) = whoami().await;
+    let (mut code, mut body) = whoami().await;
+    if code == 0 {
+        // No HTTP answer at all (CI saw this once; not reproduced): say so with the
+        // server's log, then ask again — the assertion is about the status.
+        let log = up.log();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("whoami got no HTTP answer ({body:?}); keelson up log tail:\n{}", tail.join("\n"));
+        (code, body) = whoami().await;
+    }
     assert_eq!(code, 401, "the ServiceAccount is gone: {body}");
 }
 

@@ -54,6 +54,8 @@ pub struct ContainerStatus {
     pub last_state: Option<State>,
     pub restart_count: i32,
     pub ready: bool,
+    /// Running and past its startup probe (if any).
+    pub started: bool,
 }
 
 impl ContainerStatus {
@@ -66,7 +68,7 @@ impl ContainerStatus {
             "lastState": self.last_state.as_ref().map_or(json!({}), State::to_json),
             "ready": self.ready,
             "restartCount": self.restart_count,
-            "started": matches!(self.state, State::Running { .. }),
+            "started": self.started,
         });
         if let Some(id) = &self.container_id {
             v["containerID"] = json!(id);
@@ -217,6 +219,7 @@ mod tests {
             image_id: String::new(),
             container_id: None,
             ready: matches!(state, State::Running { .. }),
+            started: matches!(state, State::Running { .. }),
             state,
             last_state: None,
             restart_count: 0,

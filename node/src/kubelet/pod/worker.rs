@@ -26,8 +26,10 @@ use crate::kubelet::image::PullPolicy;
 use crate::kubelet::runtime::{bundle, rootfs, Started};
 use crate::simulate::retry::{is_not_found, sleep_or_stop};
 
-/// How often a pod with running containers is looked at (to see exits).
-const EXIT_POLL: Duration = Duration::from_millis(250);
+/// How often a pod with running containers is looked at to see exits the shims do not
+/// report (those of containers started before the agent restarted): a shim started by
+/// this agent wakes the worker as it ends.
+const EXIT_POLL: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long a container may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// A container that ran this long has its back-off reset.
@@ -73,6 +75,8 @@ pub struct Worker {
     sandbox_backoff: Backoff,
     last_status: Option<Value>,
     start_time: String,
+    /// Notified when a container's shim ends.
+    exited: Arc<tokio::sync::Notify>,
 }
 
 impl Worker {
@@ -88,6 +92,7 @@ impl Worker {
             sandbox_backoff: Backoff::default(),
             last_status: None,
             start_time: crate::kubelet::now(),
+            exited: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -105,6 +110,7 @@ impl Worker {
             tokio::select! {
                 () = stop.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },
+                () = self.exited.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -279,6 +285,14 @@ impl Worker {
         *a == attempt && trackers.iter().filter(|t| t.kind != Kind::Liveness).all(|t| t.ok)
     }
 
+    /// Whether `c`'s current instance is past its startup probe (if it has one).
+    fn probe_started(&self, c: &Container, attempt: u32) -> bool {
+        match self.ctrs.get(&c.name).and_then(|x| x.probes.as_ref()) {
+            Some((a, trackers)) => *a == attempt && trackers.iter().filter(|t| t.kind == Kind::Startup).all(|t| t.ok),
+            None => c.startup_probe.is_none(),
+        }
+    }
+
     fn waiting_status(&self, c: &Container, reason: &str) -> ContainerStatus {
         let record = container::load(&self.dir, &c.name);
         ContainerStatus {
@@ -290,6 +304,7 @@ impl Worker {
             last_state: record.and_then(|r| r.last.map(|t| t.state())),
             restart_count: 0,
             ready: false,
+            started: false,
         }
     }
 
@@ -325,6 +340,7 @@ impl Worker {
             last_state: last,
             restart_count: i32::try_from(r.attempt).unwrap_or(i32::MAX),
             ready: main && running && self.probed_ready(c, r.attempt),
+            started: running && self.probe_started(c, r.attempt),
         }
     }
 
@@ -480,7 +496,7 @@ impl Worker {
             last: ended.cloned(),
         };
         container::save(&self.dir, &c.name, &rec).map_err(|e| fail(format!("recording the container: {e}")))?;
-        match self.shared.runtime.start(&id, &files).await {
+        match self.shared.runtime.start(&id, &files, self.exited.clone()).await {
             Ok(Started::Running { .. }) => rec.started_at = Some(crate::kubelet::now()),
             // It ran, briefly, or it could not start (then the runtime said why).
             Ok(Started::Exited { exit, error: Some(e) }) if exit.exit_code != 0 => rec.start_error = Some(e),

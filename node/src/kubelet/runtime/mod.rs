@@ -8,10 +8,12 @@ pub mod shim;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::process::Command;
+use tokio::sync::Notify;
 
 pub use shim::{ExitRecord, ShimArgs};
 
@@ -128,8 +130,9 @@ impl Runtime {
     }
 
     /// Start container `id` from the bundle in `files` (already written) under a new shim,
-    /// and wait until its process runs or it has ended.
-    pub async fn start(&self, id: &str, files: &InstanceFiles) -> Result<Started, RuntimeError> {
+    /// and wait until its process runs or it has ended. `on_exit` is notified when the shim
+    /// ends (its exit record is written by then).
+    pub async fn start(&self, id: &str, files: &InstanceFiles, on_exit: Arc<Notify>) -> Result<Started, RuntimeError> {
         let args = ShimArgs {
             runtime: self.binary.clone(),
             root: self.root.clone(),
@@ -158,6 +161,7 @@ impl Runtime {
         // Reap the shim whenever it ends (after a kubelet restart, init does).
         tokio::spawn(async move {
             let _ = child.wait().await;
+            on_exit.notify_one();
         });
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
