@@ -294,6 +294,14 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     assert_eq!(followed, "line 1\nline 2\nline 3\n");
     let s = wait_pod(&pods, "ok", &node, "Succeeded", |s| s["phase"] == "Succeeded").await;
     assert_eq!(container(&s)["state"]["terminated"]["reason"], "Completed");
+    let ok_uid = pods.get("ok").await.unwrap().metadata.uid.unwrap();
+    eventually_or(
+        WAIT,
+        "a finished pod's network namespace to be released while the pod remains",
+        || async { (!node.netns().iter().any(|n| n.ends_with(&ok_uid))).then_some(()) },
+        || node.log(),
+    )
+    .await;
     let s = wait_pod(&pods, "bad", &node, "Failed", |s| s["phase"] == "Failed").await;
     assert_eq!(container(&s)["state"]["terminated"]["exitCode"], 7);
 
@@ -392,10 +400,34 @@ spec:
     wait_pod(&pods, "probed", &node, "Ready again after the restart", |s| ready(s)).await;
     must_kubectl(&kubeconfig, &["delete", "service", "probed"], None).await;
 
+    // A container whose shim is lost (SIGKILLed: the shim is a process of this test's
+    // agent) ends as far as the node can tell, and comes back as a single new instance.
+    must_kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        Some(&on_node(pod_yaml("lost", &image, "Always", "exec sleep 3600"))),
+    )
+    .await;
+    wait_pod(&pods, "lost", &node, "Running", |s| s["phase"] == "Running" && container(s)["ready"] == true).await;
+    let lost_uid = pods.get("lost").await.unwrap().metadata.uid.unwrap();
+    let shim_pid: i32 =
+        std::fs::read_to_string(node.root().join(format!("pods/{lost_uid}/containers/main/0/shim.pid")))
+            .expect("the shim's pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+    assert!(std::process::Command::new("kill").args(["-9", &shim_pid.to_string()]).status().unwrap().success());
+    let s = wait_pod(&pods, "lost", &node, "restarted after its shim was lost", |s| {
+        container(s)["restartCount"] == 1 && container(s)["state"]["running"].is_object()
+    })
+    .await;
+    assert_eq!(container(&s)["lastState"]["terminated"]["exitCode"], 137, "{s}");
+    let ids: Vec<String> = node.runc_ids().into_iter().filter(|i| i.contains(&lost_uid)).collect();
+    assert_eq!(ids.len(), 1, "one instance runs: {ids:?}");
+
     // 6. The agent dies; a pod is deleted meanwhile; the agent comes back: the running pod
     //    was left alone, the deleted one is finished and cleaned up.
     let web_uid = pods.get("web").await.unwrap().metadata.uid.unwrap();
-    let ok_uid = pods.get("ok").await.unwrap().metadata.uid.unwrap();
     node.kill().await;
     pods.delete("ok", &DeleteParams::default()).await.unwrap();
     node.start();

@@ -31,7 +31,8 @@ impl LogOptions {
                 }
                 "sinceSeconds" => {
                     let s: i64 = v.parse().map_err(|_| format!("sinceSeconds {v:?} is not a number"))?;
-                    o.since = Some(now - jiff::SignedDuration::from_secs(s.max(0)));
+                    let back = jiff::SignedDuration::from_secs(s.clamp(0, 100 * 365 * 86_400));
+                    o.since = Some(now.checked_sub(back).map_err(|_| format!("sinceSeconds {v:?} is too large"))?);
                 }
                 "sinceTime" => o.since = Some(v.parse().map_err(|_| format!("sinceTime {v:?} is not RFC 3339"))?),
                 _ => {}

@@ -96,6 +96,15 @@ async fn respond(shared: &Shared, req: &Request<hyper::body::Incoming>, stop: Ca
     let [ns, pod, name] = parts[..] else {
         return full(StatusCode::BAD_REQUEST, "expected /containerLogs/{namespace}/{pod}/{container}\n");
     };
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with('.')
+    };
+    if !(label(ns) && label(pod) && label(name)) {
+        return full(StatusCode::BAD_REQUEST, "namespace, pod and container must be DNS names\n");
+    }
     let opts = match LogOptions::parse(req.uri().query().unwrap_or_default(), jiff::Timestamp::now()) {
         Ok(o) => o,
         Err(e) => return full(StatusCode::BAD_REQUEST, format!("{e}\n")),

@@ -90,6 +90,11 @@ pub fn uid_of_runtime_id(id: &str) -> Option<&str> {
 /// How the current instance ended, if it has.
 pub fn terminated(pod_dir: &Path, name: &str, r: &Record) -> Option<Terminated> {
     let files = instance(pod_dir, name, r.attempt);
+    if !files.exit_file().exists() && lost(&files, r) {
+        // Its shim is gone without a word (killed, the host rebooted) or it never ran:
+        // the container ended as far as anyone can tell.
+        runtime::shim::write_exit(&files.exit_file(), 137);
+    }
     let exit = runtime::shim::read_exit(&files.exit_file())?;
     let (reason, message) = match &r.start_error {
         Some(e) => ("StartError".to_string(), Some(e.clone())),
@@ -105,6 +110,19 @@ pub fn terminated(pod_dir: &Path, name: &str, r: &Record) -> Option<Terminated> 
         finished_at: exit.finished_at,
         container_id: format!("runc://{}", r.id),
     })
+}
+
+/// Whether an instance with no exit record can never get one: its shim ran and is gone,
+/// or it never ran (the start failed, or the kubelet stopped in between; records are only
+/// looked at outside a start).
+fn lost(files: &InstanceFiles, r: &Record) -> bool {
+    let shim = std::fs::read_to_string(runtime::shim::shim_pid_file(&files.exit_file()))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    match shim {
+        Some(pid) => !runtime::alive(pid),
+        None => r.start_error.is_some() || r.started_at.is_none(),
+    }
 }
 
 /// Whether the runtime logged an OOM kill for the instance.

@@ -101,11 +101,14 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut events = pin!(watcher(api, cfg).default_backoff());
     let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
+    let mut task_uids: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut tasks_orphans: JoinSet<()> = JoinSet::new();
     let mut listing: Option<HashSet<String>> = None;
     let mut first_list = true;
     let feed = |pod: Pod,
                 workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
-                tasks: &mut JoinSet<String>| {
+                tasks: &mut JoinSet<String>,
+                task_uids: &mut HashMap<tokio::task::Id, String>| {
         let Some(uid) = pod.metadata.uid.clone() else { return };
         let key = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
         shared.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, uid.clone());
@@ -119,19 +122,29 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         workers.insert(uid.clone(), tx);
         let w = worker::Worker::new(shared.clone(), uid.clone());
         let stop = stop.clone();
-        tasks.spawn(
+        let task_uid = uid.clone();
+        let handle = tasks.spawn(
             async move {
                 w.run(rx, stop).await;
-                uid
+                task_uid
             }
             .instrument(span),
         );
+        task_uids.insert(handle.id(), uid);
     };
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(uid) = done {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                // A worker that panicked is forgotten too: the pod's next event starts anew.
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a pod worker failed");
+                        e.id()
+                    }
+                };
+                if let Some(uid) = task_uids.remove(&id) {
                     workers.remove(&uid);
                     shared.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, u| *u != uid);
                 }
@@ -144,7 +157,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     if let (Some(l), Some(u)) = (listing.as_mut(), p.metadata.uid.clone()) {
                         l.insert(u);
                     }
-                    feed(p, &mut workers, &mut tasks);
+                    feed(p, &mut workers, &mut tasks, &mut task_uids);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
                     let live = listing.take().unwrap_or_default();
@@ -155,11 +168,23 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                     if first_list {
                         first_list = false;
-                        let known: HashSet<String> = live.iter().cloned().chain(workers.keys().cloned()).collect();
-                        collect_orphans(&shared, &known).await;
+                        // Once pod networking is up (addresses can be released), undo what
+                        // pods that no longer exist left; pods seen since are spared too.
+                        let listed: HashSet<String> = live.iter().cloned().chain(workers.keys().cloned()).collect();
+                        let (shared, stop) = (shared.clone(), stop.clone());
+                        tasks_orphans.spawn(async move {
+                            let mut cni = shared.cni.clone();
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                r = cni.wait_for(Option::is_some) => if r.is_err() { return },
+                            }
+                            let mut known = listed;
+                            known.extend(shared.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned());
+                            collect_orphans(&shared, &known).await;
+                        }.instrument(tracing::info_span!("orphans")));
                     }
                 }
-                Some(Ok(watcher::Event::Apply(p))) => feed(p, &mut workers, &mut tasks),
+                Some(Ok(watcher::Event::Apply(p))) => feed(p, &mut workers, &mut tasks, &mut task_uids),
                 Some(Ok(watcher::Event::Delete(p))) => {
                     if let Some(tx) = p.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
                         tx.send_replace(None);
@@ -169,5 +194,6 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
     }
     drop(workers);
+    tasks_orphans.shutdown().await;
     while tasks.join_next().await.is_some() {}
 }

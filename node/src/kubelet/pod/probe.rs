@@ -33,13 +33,16 @@ pub struct Tracker {
     pub last_error: Option<String>,
 }
 
+/// Seconds of a probe field: unset or not positive means `default` (as the API server's
+/// defaulting would have set it).
 fn secs(v: Option<i32>, default: i32) -> Duration {
-    Duration::from_secs(u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0))
+    let v = v.filter(|s| *s > 0).unwrap_or(default);
+    Duration::from_secs(u64::try_from(v.max(0)).unwrap_or(0))
 }
 
 impl Tracker {
     pub fn new(kind: Kind, probe: Probe, started: Instant) -> Tracker {
-        let next = started + secs(probe.initial_delay_seconds, 0);
+        let next = started + secs(probe.initial_delay_seconds, 0).min(Duration::from_secs(86_400));
         Tracker { kind, probe, next, successes: 0, failures: 0, ok: kind == Kind::Liveness, last_error: None }
     }
 

@@ -151,11 +151,14 @@ pub async fn ensure(pod: &Pod, pod_dir: &Path, cni: &Cni, netns_prefix: &str) ->
 }
 
 /// Undo a sandbox: CNI DEL (releasing the address), then the netns.
+/// Without pod networking (no podCIDR yet) nothing is undone: the address could not be
+/// released, so the caller keeps its record and tries again later.
 pub async fn remove(s: &Sandbox, cni: Option<&Cni>) -> Result<(), String> {
-    if let Some(cni) = cni {
-        let netns = s.netns_path.exists().then_some(s.netns_path.as_path());
-        cni.del(&s.id, netns, "eth0").await.map_err(|e| format!("CNI DEL {}: {e}", s.id))?;
-    }
+    let Some(cni) = cni else {
+        return Err(format!("pod networking is not ready; sandbox {} is released later", s.id));
+    };
+    let netns = s.netns_path.exists().then_some(s.netns_path.as_path());
+    cni.del(&s.id, netns, "eth0").await.map_err(|e| format!("CNI DEL {}: {e}", s.id))?;
     if let Ok(ns) = NetNs::open_existing(&s.netns) {
         ns.delete().map_err(|e| format!("deleting network namespace {}: {e}", s.netns))?;
     }

@@ -200,11 +200,11 @@ pub fn build(o: &Observed, previous: &Value, now: &str) -> Value {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{ "ip": ip }]);
     }
-    if let Some((reason, message)) = &o.sandbox_error {
-        status["reason"] = json!(reason);
-        status["message"] = json!(message);
-    }
     strip_nulls(&mut status);
+    // A merge patch: null removes a reason the pod no longer has.
+    let (reason, message) = o.sandbox_error.clone().map_or((Value::Null, Value::Null), |(r, m)| (json!(r), json!(m)));
+    status["reason"] = reason;
+    status["message"] = message;
     status
 }
 

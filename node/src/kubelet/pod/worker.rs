@@ -73,6 +73,8 @@ pub struct Worker {
     sandbox: Option<Sandbox>,
     sandbox_error: Option<(String, String)>,
     sandbox_backoff: Backoff,
+    /// The pod has finished (Succeeded/Failed): its sandbox is released, nothing runs again.
+    finished: bool,
     last_status: Option<Value>,
     start_time: String,
     /// Notified when a container's shim ends.
@@ -90,6 +92,7 @@ impl Worker {
             sandbox: None,
             sandbox_error: None,
             sandbox_backoff: Backoff::default(),
+            finished: false,
             last_status: None,
             start_time: crate::kubelet::now(),
             exited: Arc::new(tokio::sync::Notify::new()),
@@ -122,10 +125,39 @@ impl Worker {
 
     /// One pass; returns when to look again.
     async fn sync(&mut self, pod: &Pod) -> Duration {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if self.finished || matches!(phase, Some("Succeeded" | "Failed")) {
+            // A finished pod never runs again (as upstream): give back its address, netns
+            // and mounts now rather than when it is deleted (Jobs keep theirs).
+            if !self.finished {
+                self.release().await;
+            }
+            return Duration::from_secs(3600);
+        }
         let mut next = Duration::from_secs(30);
         let observed = self.drive(pod, &mut next).await;
         self.write_status(pod, &observed).await;
         next
+    }
+
+    /// Release a finished pod's sandbox and filesystems (its records and logs stay).
+    async fn release(&mut self) {
+        if let Err(e) = unmount_all(&self.dir) {
+            tracing::warn!(error = %e, "unmounting a finished pod's filesystems failed");
+            return;
+        }
+        let sb = self.sandbox.take().or_else(|| sandbox::load(&self.dir));
+        let cni = self.shared.cni.borrow().clone();
+        if let Some(sb) = sb {
+            if let Err(e) = sandbox::remove(&sb, cni.as_deref()).await {
+                tracing::warn!(error = %e, "releasing a finished pod's sandbox failed");
+                self.sandbox = Some(sb);
+                return;
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join("sandbox.json"));
+        self.finished = true;
+        tracing::info!("pod finished; its sandbox is released");
     }
 
     async fn drive(&mut self, pod: &Pod, next: &mut Duration) -> Observed {
@@ -271,7 +303,7 @@ impl Worker {
         if let Some(why) = kill {
             tracing::info!(container = %c.name, reason = %why, "killing the container; it will be restarted");
             let _ = runtime.kill(&r.id, "TERM").await;
-            ctr.killing = Some((r.attempt, Instant::now() + Duration::from_secs(u64::try_from(grace).unwrap_or(0))));
+            ctr.killing = Some((r.attempt, Instant::now() + grace_period(grace)));
             ctr.probes = None;
         }
     }
@@ -366,7 +398,10 @@ impl Worker {
             if ran_long {
                 ctr.crash = Backoff::default();
             }
-            if ctr.crash.until.is_none() {
+            if ctr.crash.next.is_none() {
+                // The first crash restarts at once; back-off starts with the second.
+                ctr.crash.next = Some(cfg.initial_backoff);
+            } else if ctr.crash.until.is_none() {
                 ctr.crash.bump(cfg.initial_backoff, cfg.max_backoff);
                 let left = ctr.crash.until.map(|u| u.saturating_duration_since(Instant::now())).unwrap_or_default();
                 ctr.waiting = Some((
@@ -454,6 +489,13 @@ impl Worker {
         let env = spec::env(pod, c, &image.config.env, &sources, &pod_ip, &host_ip).map_err(config_err)?;
         let args = spec::args(c, &image.config, &env).map_err(config_err)?;
         let (uid, gid) = spec::user(pod, c, image.config.user.as_deref(), &image.rootfs).map_err(config_err)?;
+        if let Some(prev) = record {
+            // The previous instance is normally gone with its `runc run`; if its shim was lost
+            // it may not be: never let two run.
+            if let Err(e) = self.shared.runtime.delete_force(&prev.id).await {
+                return Err(("RunContainerError".into(), format!("removing the previous instance: {e}"), false));
+            }
+        }
         let attempt = record.map_or(0, |r| r.attempt + 1);
         let id = container::runtime_id(&self.uid, &c.name, attempt);
         let files = container::instance(&self.dir, &c.name, attempt);
@@ -478,6 +520,7 @@ impl Worker {
             binds,
             readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
             privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+            no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
             add_caps: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
             drop_caps: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
             memory_limit: limit("memory").and_then(spec::bytes),
@@ -580,7 +623,7 @@ impl Worker {
                     .or(p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
             })
             .unwrap_or(30);
-        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let grace = grace_period(grace);
         let live = self.live_instances();
         tracing::info!(containers = live.len(), grace_s = grace.as_secs(), "stopping the pod");
         for (_, id, _) in &live {
@@ -646,6 +689,12 @@ impl Worker {
             })
             .collect()
     }
+}
+
+/// A grace period in seconds as a duration (negative: none; capped at a day, so no
+/// deadline arithmetic can overflow).
+fn grace_period(secs: i64) -> Duration {
+    Duration::from_secs(u64::try_from(secs.clamp(0, 86_400)).unwrap_or(0))
 }
 
 /// Whether the API's status already says what we would write (then nothing is written).

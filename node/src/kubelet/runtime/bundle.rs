@@ -45,6 +45,8 @@ pub struct ContainerSpec {
     pub binds: Vec<(PathBuf, String, bool)>,
     pub readonly_rootfs: bool,
     pub privileged: bool,
+    /// `allowPrivilegeEscalation: false` (setuid binaries then gain nothing).
+    pub no_new_privileges: bool,
     pub add_caps: Vec<String>,
     pub drop_caps: Vec<String>,
     /// Memory limit in bytes.
@@ -151,7 +153,7 @@ pub fn config(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     v["process"]["env"] = json!(spec.env);
     v["process"]["cwd"] = json!(if spec.cwd.is_empty() { "/" } else { &spec.cwd });
     v["process"]["user"] = json!({ "uid": spec.uid, "gid": spec.gid });
-    v["process"]["noNewPrivileges"] = json!(!spec.privileged);
+    v["process"]["noNewPrivileges"] = json!(spec.no_new_privileges && !spec.privileged);
     v["process"]["capabilities"] = json!({
         "bounding": caps, "effective": caps, "permitted": caps,
     });
@@ -241,6 +243,8 @@ mod tests {
         assert!(ns.contains(&json!({ "type": "network", "path": "/run/netns/p" })));
         assert!(ns.contains(&json!({ "type": "pid" })));
         assert_eq!(c["process"]["capabilities"]["bounding"].as_array().unwrap().len(), DEFAULT_CAPABILITIES.len());
+        assert_eq!(c["process"]["noNewPrivileges"], false, "escalation is allowed unless disallowed");
+        let c = config(&ContainerSpec { no_new_privileges: true, ..base() }).unwrap();
         assert_eq!(c["process"]["noNewPrivileges"], true);
     }
 

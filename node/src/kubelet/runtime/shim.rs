@@ -77,6 +77,22 @@ pub struct ExitRecord {
     pub finished_at: String,
 }
 
+/// The shim's pid file, beside the exit file.
+pub fn shim_pid_file(exit_file: &Path) -> PathBuf {
+    exit_file.with_file_name("shim.pid")
+}
+
+/// Record an exit the shim could not (it is gone): `code` now.
+pub fn write_exit(path: &Path, code: i32) {
+    let record = ExitRecord { exit_code: code, finished_at: now_rfc3339_nano() };
+    let tmp = path.with_extension("tmp");
+    if let Ok(body) = serde_json::to_vec(&record) {
+        if std::fs::write(&tmp, body).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
     let body = std::fs::read(path).ok()?;
     serde_json::from_slice(&body).ok()
@@ -114,6 +130,9 @@ fn copy_lines(from: impl Read, log: &Path, stream: &str) {
 pub fn run(args: &ShimArgs) -> i32 {
     // Its own session: the kubelet's signals (Ctrl-C, a restart) never reach it.
     let _ = rustix::process::setsid();
+    // Who watches the container: a restarted kubelet tells a lost container (its shim
+    // gone, no exit record) from a running one by this.
+    let _ = std::fs::write(shim_pid_file(&args.exit_file), std::process::id().to_string());
     let spawned = Command::new(&args.runtime)
         .arg("--root")
         .arg(&args.root)
@@ -158,13 +177,7 @@ pub fn run(args: &ShimArgs) -> i32 {
             }
         }
     };
-    let record = ExitRecord { exit_code: code, finished_at: now_rfc3339_nano() };
-    let tmp = args.exit_file.with_extension("tmp");
-    if let Ok(body) = serde_json::to_vec(&record) {
-        if std::fs::write(&tmp, body).is_ok() {
-            let _ = std::fs::rename(&tmp, &args.exit_file);
-        }
-    }
+    write_exit(&args.exit_file, code);
     code
 }
 
