@@ -103,6 +103,10 @@ pub fn now_rfc3339_nano() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
+/// The longest log record: a longer line is split into partial (`P`) records, as
+/// containerd's CRI plugin does (so a container writing no newlines costs bounded memory).
+const MAX_RECORD: u64 = 16 * 1024;
+
 /// Copy `from` into `log` line by line, each prefixed CRI-style.
 fn copy_lines(from: impl Read, log: &Path, stream: &str) {
     let Ok(mut out) = OpenOptions::new().create(true).append(true).open(log) else { return };
@@ -110,11 +114,13 @@ fn copy_lines(from: impl Read, log: &Path, stream: &str) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
+        match reader.by_ref().take(MAX_RECORD).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
+            Ok(n) => {
+                let whole = line.ends_with(b"\n") || (n as u64) < MAX_RECORD;
                 let body = line.strip_suffix(b"\n").unwrap_or(&line);
-                let mut rec = format!("{} {stream} F ", now_rfc3339_nano()).into_bytes();
+                let tag = if whole { "F" } else { "P" };
+                let mut rec = format!("{} {stream} {tag} ", now_rfc3339_nano()).into_bytes();
                 rec.extend_from_slice(body);
                 rec.push(b'\n');
                 // One write per line: the two streams' lines never interleave mid-line.
@@ -235,6 +241,15 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].ends_with(" stdout F hello") && lines[1].ends_with(" stdout F world"), "{text}");
         assert!(lines[0].split(' ').next().unwrap().parse::<jiff::Timestamp>().is_ok());
+        // A line longer than a record is split into partial records, then a full one.
+        let long = dir.path().join("1.log");
+        let big = vec![b'x'; 40 * 1024];
+        copy_lines(&[&big[..], b"\n"].concat()[..], &long, "stdout");
+        let text = std::fs::read_to_string(&long).unwrap();
+        let tags: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(tags, ["P", "P", "F"]);
+        let rendered = crate::kubelet::logs::render(text.as_bytes(), &Default::default());
+        assert_eq!(rendered.len(), big.len() + 1, "the parts join back into the line");
         let rl = dir.path().join("runtime.log");
         std::fs::write(&rl, "{\"level\":\"info\",\"msg\":\"a\"}\nnot json\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": executable file not found in $PATH\"}\n").unwrap();
         assert!(last_runtime_error(&rl).unwrap().contains("executable file not found"));
