@@ -305,6 +305,42 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     let s = wait_pod(&pods, "bad", &node, "Failed", |s| s["phase"] == "Failed").await;
     assert_eq!(container(&s)["state"]["terminated"]["exitCode"], 7);
 
+    // Volumes: an emptyDir an init container fills, configMap and secret files, the
+    // downward API, and the ServiceAccount token volume admission adds to every pod.
+    must_kubectl(&kubeconfig, &["create", "secret", "generic", "pw", "--from-literal=pw=hunter2"], None).await;
+    let vols = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: vols, labels: {{tier: web}}}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+  - {{name: mem, emptyDir: {{medium: Memory}}}}
+  - {{name: cfg, configMap: {{name: greeting}}}}
+  - {{name: sec, secret: {{secretName: pw, items: [{{key: pw, path: sub/pw.txt}}]}}}}
+  - {{name: info, downwardAPI: {{items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}, {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}
+  initContainers:
+  - {{name: fill, image: {image}, command: [sh, -c, 'echo from-init > /data/file'], volumeMounts: [{{name: data, mountPath: /data}}]}}
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'cat /data/file /cfg/text /sec/sub/pw.txt /info/name /info/labels; echo; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token; grep -q \" /mem tmpfs\" /proc/mounts && echo tmpfs']
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: mem, mountPath: /mem}}
+    - {{name: cfg, mountPath: /cfg, readOnly: true}}
+    - {{name: sec, mountPath: /sec}}
+    - {{name: info, mountPath: /info}}
+",
+        node = node.name
+    );
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&vols)).await;
+    wait_pod(&pods, "vols", &node, "Succeeded", |s| s["phase"] == "Succeeded").await;
+    let out = must_kubectl(&kubeconfig, &["logs", "vols"], None).await;
+    assert_eq!(out, "from-init\nhellohunter2volstier=\"web\"\ndefault\ntoken\ntmpfs\n", "{out}");
+
     // Init containers run first, to completion; a failing one fails a Never pod.
     for (name, code) in [("init-ok", 0), ("init-bad", 1)] {
         let yaml = on_node(pod_yaml(name, &image, "Never", "echo main ran")).replace(

@@ -8,6 +8,7 @@ pub mod probe;
 pub mod sandbox;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};

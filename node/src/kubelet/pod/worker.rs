@@ -21,6 +21,7 @@ use super::probe::{Kind, Tracker};
 use super::sandbox::{self, Sandbox};
 use super::spec;
 use super::status::{self, ContainerStatus, Observed, State};
+use super::volumes;
 use super::Shared;
 use crate::kubelet::image::PullPolicy;
 use crate::kubelet::runtime::{bundle, rootfs, Started};
@@ -507,7 +508,11 @@ impl Worker {
         let res = c.resources.as_ref();
         let limit = |k: &str| res.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(k));
         let request = |k: &str| res.and_then(|r| r.requests.as_ref()).and_then(|l| l.get(k)).or_else(|| limit(k));
-        let binds = sandbox::etc_files(&self.dir).into_iter().map(|(h, p)| (h, p.to_string(), false)).collect();
+        let volumes =
+            volumes::prepare(&self.shared.client, pod, &self.dir, &pod_ip, &host_ip).await.map_err(config_err)?;
+        let mut binds: Vec<(PathBuf, String, bool)> =
+            sandbox::etc_files(&self.dir).into_iter().map(|(h, p)| (h, p.to_string(), false)).collect();
+        binds.extend(volumes::mounts(c, &volumes).map_err(config_err)?);
         let cs = bundle::ContainerSpec {
             rootfs: overlay.merged.clone(),
             args,
