@@ -7,32 +7,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::sim::{self, kubectl, must_kubectl, Agent};
+use common::sim::{self, kubectl, kubelet_cert, must_kubectl, Agent};
 use common::{eventually_or, free_port, Cluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::Api;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A kubelet serving certificate for 127.0.0.1 signed by the cluster CA, written to `dir`.
-fn kubelet_cert(pki: &Path, dir: &Path) -> (String, String) {
-    let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("pki file");
-    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("ca key");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), &ca_key).expect("issuer");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("sign");
-    let (c, k) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (c.display().to_string(), k.display().to_string())
-}
 
 fn condition(h: &HorizontalPodAutoscaler, t: &str) -> Option<(String, String)> {
     let c = h.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == t)?;

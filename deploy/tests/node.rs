@@ -12,9 +12,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::registry::Registry;
-use common::sim::{self, must_kubectl};
+use common::sim::{self, kubelet_cert, must_kubectl};
 use common::{eventually_or, keelson_bin, Cluster};
 use k8s_openapi::api::core::v1::Pod;
+use keelson_node::kubelet::network::NetNs;
+use keelson_node::kubelet::runtime::rootfs;
 use kube::api::{Api, DeleteParams};
 use serde_json::Value;
 
@@ -75,13 +77,7 @@ impl Node {
     }
 
     fn netns(&self) -> Vec<String> {
-        let out = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.netns_prefix))
-            .map(str::to_string)
-            .collect()
+        NetNs::list_with_prefix(&self.netns_prefix)
     }
 
     fn runc_ids(&self) -> Vec<String> {
@@ -107,37 +103,14 @@ impl Drop for Node {
                 .output();
         }
         for ns in self.netns() {
-            let _ = std::process::Command::new("ip").args(["netns", "delete", &ns]).output();
+            let _ = NetNs::delete_by_name(&ns);
         }
         // Mounts under our directory, deepest first.
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(self.dir.path()))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = std::process::Command::new("umount").args(["-l", m]).output();
+        for m in rootfs::mounts_under(self.dir.path()) {
+            let _ = rootfs::unmount(&m);
         }
         let _ = std::process::Command::new("ip").args(["link", "delete", &self.bridge]).stderr(Stdio::null()).output();
     }
-}
-
-/// A kubelet serving certificate for 127.0.0.1 signed by the cluster CA, written to `dir`.
-fn kubelet_cert(pki: &Path, dir: &Path) -> (String, String) {
-    let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("pki file");
-    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("ca key");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), &ca_key).expect("issuer");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("sign");
-    let (c, k) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (c.display().to_string(), k.display().to_string())
 }
 
 fn pod_yaml(name: &str, image: &str, restart: &str, command: &str) -> String {

@@ -180,3 +180,19 @@ pub fn image_of(p: &Pod) -> Option<String> {
 pub fn kubeconfig_of(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.kubeconfig")
 }
+
+/// A kubelet serving certificate for 127.0.0.1 signed by the cluster CA, written to `dir`.
+pub fn kubelet_cert(pki: &Path, dir: &Path) -> (String, String) {
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("pki file");
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("ca key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), &ca_key).expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("sign");
+    let (c, k) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (c.display().to_string(), k.display().to_string())
+}

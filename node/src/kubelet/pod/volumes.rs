@@ -52,7 +52,12 @@ fn add_items(
     Ok(())
 }
 
-async fn config_map(client: &kube::Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+/// A ConfigMap's data and binaryData (None: it does not exist).
+pub(super) async fn config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = api.get_opt(name).await.map_err(|e| format!("configmap {name:?}: {e}"))?;
     Ok(cm.map(|cm| {
@@ -63,7 +68,12 @@ async fn config_map(client: &kube::Client, ns: &str, name: &str) -> Result<Optio
     }))
 }
 
-async fn secret(client: &kube::Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+/// A Secret's data and stringData (None: it does not exist).
+pub(super) async fn secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = api.get_opt(name).await.map_err(|e| format!("secret {name:?}: {e}"))?;
     Ok(s.map(|s| {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -565,28 +565,13 @@ impl Worker {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut out = spec::Sources::new();
         for (kind, name, optional) in spec::referenced(c) {
+            let client = &self.shared.client;
             let data = if kind == "ConfigMap" {
-                let api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &ns);
-                api.get_opt(&name).await.map_err(|e| format!("configmap {name:?}: {e}"))?.map(|cm| {
-                    let mut d = cm.data.unwrap_or_default();
-                    for (k, v) in cm.binary_data.unwrap_or_default() {
-                        d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
-                    }
-                    d
-                })
+                volumes::config_map(client, &ns, &name).await?
             } else {
-                let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &ns);
-                api.get_opt(&name).await.map_err(|e| format!("secret {name:?}: {e}"))?.map(|s| {
-                    let mut d: std::collections::BTreeMap<String, String> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                        .collect();
-                    d.extend(s.string_data.unwrap_or_default());
-                    d
-                })
-            };
+                volumes::secret(client, &ns, &name).await?
+            }
+            .map(|d| d.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect());
             match data {
                 Some(d) => {
                     out.insert((kind, name), d);
