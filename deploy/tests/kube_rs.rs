@@ -1,6 +1,7 @@
 //! kube-rs against `keelson up`: a watcher-fed reflector sees every change, in order, and
 //! ends with the store's state; `Api::patch` with server-side apply owns fields, conflicts
-//! with another manager, and wins when forced.
+//! with another manager, and wins when forced; patches that race each other (and the
+//! controllers) all land unless they pin a resourceVersion.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use common::{within, Up};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -146,4 +148,69 @@ async fn server_side_apply_through_kube_rs() {
     }
     let c = api.patch("ssa", &theirs.force(), &Patch::Apply(cm("ssa", "2"))).await.expect("forced apply");
     assert_eq!(c.data.unwrap()["v"], "2");
+}
+
+/// Upstream's GuaranteedUpdate re-applies a patch to the fresh object when another write got
+/// in first; only a patch that names a resourceVersion gets the 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_patches_all_land_unless_pinned() {
+    let up = Up::start().await;
+    let client = client(&up).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("race", "0")).await.expect("create");
+    let writers = (0..4).map(|w| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0..15 {
+                let key = format!("w{w}-{i}");
+                let p = match i % 3 {
+                    0 => Patch::Merge(serde_json::json!({"data": {key.clone(): "x"}})),
+                    1 => Patch::Strategic(serde_json::json!({"data": {key.clone(): "x"}})),
+                    _ => Patch::Json::<serde_json::Value>(
+                        serde_json::from_value(
+                            serde_json::json!([{"op": "add", "path": format!("/data/{key}"), "value": "x"}]),
+                        )
+                        .expect("json patch"),
+                    ),
+                };
+                api.patch("race", &PatchParams::default(), &p).await.map_err(|e| format!("{key}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        w.expect("writer task").expect("every unpinned patch lands");
+    }
+    let data = api.get("race").await.expect("get").data.unwrap_or_default();
+    assert_eq!(data.len(), 61, "every key of every writer, and v: {data:?}");
+
+    // A patch that pins a stale resourceVersion is refused and writes nothing.
+    let stale = serde_json::json!({"metadata": {"resourceVersion": "1"}, "data": {"stale": "x"}});
+    match api.patch("race", &PatchParams::default(), &Patch::Merge(stale)).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"), "{s:?}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(!api.get("race").await.expect("get").data.unwrap_or_default().contains_key("stale"));
+
+    // Scale patches race the deployment controller's status writes and each other's labels.
+    let deploys: Api<Deployment> = Api::namespaced(client, "default");
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "race"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "race"}},
+            "template": {"metadata": {"labels": {"app": "race"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }))
+    .expect("deployment");
+    deploys.create(&PostParams::default(), &d).await.expect("create deployment");
+    let pp = PatchParams::default();
+    for n in 1..=10 {
+        let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
+        let label = Patch::Merge(serde_json::json!({"metadata": {"labels": {"n": n.to_string()}}}));
+        let (scaled, labelled) =
+            tokio::join!(deploys.patch_scale("race", &pp, &scale), deploys.patch("race", &pp, &label));
+        scaled.unwrap_or_else(|e| panic!("scale to {n}: {e}"));
+        labelled.unwrap_or_else(|e| panic!("label {n}: {e}"));
+    }
+    let d = deploys.get("race").await.expect("get deployment");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(10));
 }

@@ -91,7 +91,7 @@ pub async fn apply(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
         Some(s) => managed::Lists::Schema(s),
         None => managed::Lists::Builtin,
     };
-    for _ in 0..8 {
+    for _ in 0..super::UPDATE_RETRIES {
         let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&name), Freshness::Latest).await?;
         let Some(kv) = kv else {
             let mut obj = cfg.clone();

@@ -117,7 +117,7 @@ pub async fn create(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError>
     let name = ctx.name().to_string();
     let key = ctx.key(&name);
     // A concurrent write to the pod (its status, a label) is not a reason to fail: retry.
-    for _ in 0..8 {
+    for _ in 0..super::UPDATE_RETRIES {
         let (kv, _) = storage::get(&ctx.api.store, &key, Freshness::Latest).await?;
         let Some(kv) = kv else { return Err(ctx.not_found(&name)) };
         let pod = storage::decode(&kv)?;

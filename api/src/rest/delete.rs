@@ -71,7 +71,7 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
 async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
     let def = &ctx.def;
     let key = ctx.key(name);
-    for _ in 0..8 {
+    for _ in 0..super::UPDATE_RETRIES {
         let (kv, _) = storage::get(&ctx.api.store, &key, Freshness::Latest).await?;
         let kv = kv.ok_or_else(|| ctx.not_found(name))?;
         let mut obj = storage::decode(&kv)?;

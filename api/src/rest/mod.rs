@@ -24,6 +24,12 @@ pub(crate) use write::is_apply_media;
 
 use std::sync::Arc;
 
+/// How many times a read-modify-write (patch, scale, apply, binding, delete) re-reads and
+/// retries when another write got in first. Upstream's GuaranteedUpdate retries such CAS
+/// failures without bound; every round has a winner, so a writer loses this many rounds
+/// in a row only against this many concurrent writers of the same object.
+pub(crate) const UPDATE_RETRIES: usize = 128;
+
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use serde_json::Value;

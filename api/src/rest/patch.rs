@@ -191,6 +191,22 @@ pub fn apply_patch(kind: Media, obj: &mut Value, bytes: &[u8]) -> Result<(), Api
     }
 }
 
+/// Whether the patch itself sets `metadata.resourceVersion` (a precondition): only then is a
+/// conflict the client's to resolve; otherwise the patch is re-applied to the fresh object,
+/// as the apiserver's GuaranteedUpdate does.
+pub(crate) fn pins_resource_version(kind: Media, bytes: &[u8]) -> bool {
+    let Ok(p) = serde_json::from_slice::<Value>(bytes) else { return false };
+    match kind {
+        Media::JsonPatch => p.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    && matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace" | "test"))
+            })
+        }),
+        _ => p.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null()),
+    }
+}
+
 /// PATCH: read, patch, write with CAS; retried when someone else wrote in between, unless
 /// the patch itself pins a resourceVersion.
 pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -205,14 +221,15 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
         return super::apply::apply(ctx, bytes).await;
     }
     let name = ctx.name().to_string();
-    for _ in 0..8 {
+    for _ in 0..super::UPDATE_RETRIES {
         let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&name), Freshness::Latest).await?;
         let kv = kv.ok_or_else(|| ctx.not_found(&name))?;
         let old = storage::decode(&kv)?;
         // Patches apply to the object as the URL's version shows it.
         let mut new = ctx.def.served(old.clone());
         apply_patch(kind, &mut new, bytes)?;
-        let pinned = crate::meta::resource_version(&new).map(str::to_string);
+        let pinned =
+            crate::meta::resource_version(&new).filter(|_| pins_resource_version(kind, bytes)).map(str::to_string);
         if let Some(rv) = &pinned {
             if storage::parse_rv(rv)? != kv.mod_revision {
                 return Err(ApiError::conflict(&ctx.def.plural, &ctx.def.group, &name));
@@ -237,6 +254,19 @@ pub async fn patch(ctx: &Ctx, bytes: &[u8]) -> Result<Response<Body>, ApiError> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_patch_naming_a_resource_version_pins_it() {
+        let pins = |m, s: &str| pins_resource_version(m, s.as_bytes());
+        assert!(!pins(Media::MergePatch, r#"{"data":{"a":"1"}}"#));
+        assert!(!pins(Media::MergePatch, r#"{"metadata":{"resourceVersion":null}}"#));
+        assert!(pins(Media::MergePatch, r#"{"metadata":{"resourceVersion":"7"}}"#));
+        assert!(pins(Media::StrategicMergePatch, r#"{"metadata":{"resourceVersion":"7"},"spec":{}}"#));
+        assert!(!pins(Media::JsonPatch, r#"[{"op":"add","path":"/data/a","value":"1"}]"#));
+        assert!(pins(Media::JsonPatch, r#"[{"op":"test","path":"/metadata/resourceVersion","value":"7"}]"#));
+        assert!(!pins(Media::JsonPatch, r#"[{"op":"remove","path":"/metadata/resourceVersion"}]"#));
+        assert!(!pins(Media::MergePatch, "not json"));
+    }
 
     #[test]
     fn strategic_merge_merges_lists_by_key_and_obeys_directives() {

@@ -85,7 +85,7 @@ pub async fn get(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 /// PUT or PATCH of the Scale: sets `spec.replicas` on the object (CAS on its revision).
 pub async fn update(ctx: &Ctx, body: &[u8], is_patch: bool) -> Result<Response<Body>, ApiError> {
     let name = ctx.name().to_string();
-    for _ in 0..8 {
+    for _ in 0..super::UPDATE_RETRIES {
         let (kv, _) = storage::get(&ctx.api.store, &ctx.key(&name), Freshness::Latest).await?;
         let kv = kv.ok_or_else(|| ctx.not_found(&name))?;
         let old = storage::decode(&kv)?;
@@ -99,7 +99,17 @@ pub async fn update(ctx: &Ctx, body: &[u8], is_patch: bool) -> Result<Response<B
             }
             scale = crate::body::decode_object(m, body, Some(("autoscaling/v1", "Scale")))?;
         }
-        let pinned = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        // A PUT's Scale carries the revision it read (kubectl scale --resource-version, the
+        // HPA); a patch pins only when it names one itself.
+        let pins = match is_patch {
+            true => crate::rest::patch::pins_resource_version(media(ctx.content_type.as_deref())?, body),
+            false => true,
+        };
+        let pinned = scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| pins && !rv.is_empty())
+            .map(str::to_string);
         if let Some(rv) = &pinned {
             if storage::parse_rv(rv)? != kv.mod_revision {
                 return Err(ApiError::conflict(&ctx.def.plural, &ctx.def.group, &name));
