@@ -6,7 +6,7 @@
 //!   `kube-node-lease`;
 //! - get, delete and update the status of pods bound to it (`spec.nodeName`), and get
 //!   the Secrets, ConfigMaps, PersistentVolumeClaims and ServiceAccounts (tokens) those
-//!   pods use;
+//!   pods use, and the PersistentVolumes those claims are bound to;
 //! - write Events.
 //!
 //! Facts about pods are read from the store, so the decision follows the bindings.
@@ -50,6 +50,7 @@ pub(crate) async fn allowed(api: &Api, node: &str, a: &Attributes<'_>) -> bool {
             used_by_pod_on_node(api, a, node).await
         }
         ("", "serviceaccounts", Some("token")) if a.verb == "create" => used_by_pod_on_node(api, a, node).await,
+        ("", "persistentvolumes", None) if a.verb == "get" => volume_of_pod_on_node(api, a, node).await,
         _ => false,
     }
 }
@@ -83,6 +84,46 @@ async fn pod_on_node(api: &Api, a: &Attributes<'_>, node: &str) -> bool {
     };
     storage::decode(&kv).ok().and_then(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).map(|n| n == node))
         == Some(true)
+}
+
+/// A stored object (`None` if it does not exist or cannot be read).
+async fn stored(api: &Api, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+    let def = api.registry.find("", "v1", resource)?;
+    let (kv, _) =
+        storage::get(&api.store, &storage::object_key(&def, namespace, name), Freshness::Latest).await.ok()?;
+    storage::decode(&kv?).ok()
+}
+
+/// The claim (namespace, name) a PersistentVolume is bound to, when that claim names the
+/// volume back (the binding the Node authorizer's graph follows: pod → claim → volume).
+pub fn bound_claim<'a>(pv: &'a Value, claim: Option<&Value>) -> Option<(&'a str, &'a str)> {
+    let ns = pv.pointer("/spec/claimRef/namespace").and_then(Value::as_str)?;
+    let name = pv.pointer("/spec/claimRef/name").and_then(Value::as_str)?;
+    let pv_name = pv.pointer("/metadata/name").and_then(Value::as_str)?;
+    (claim?.pointer("/spec/volumeName").and_then(Value::as_str) == Some(pv_name)).then_some((ns, name))
+}
+
+/// Whether the named PersistentVolume is bound to a claim a pod bound to `node` uses.
+async fn volume_of_pod_on_node(api: &Api, a: &Attributes<'_>, node: &str) -> bool {
+    let Some(name) = a.name else { return false };
+    let Some(pv) = stored(api, "persistentvolumes", None, name).await else { return false };
+    let (Some(ns), Some(claim_name)) = (
+        pv.pointer("/spec/claimRef/namespace").and_then(Value::as_str),
+        pv.pointer("/spec/claimRef/name").and_then(Value::as_str),
+    ) else {
+        return false;
+    };
+    let claim = stored(api, "persistentvolumeclaims", Some(ns), claim_name).await;
+    let Some((ns, claim_name)) = bound_claim(&pv, claim.as_ref()) else { return false };
+    let via = Attributes {
+        verb: "get",
+        group: "",
+        resource: "persistentvolumeclaims",
+        subresource: None,
+        namespace: Some(ns),
+        name: Some(claim_name),
+    };
+    used_by_pod_on_node(api, &via, node).await
 }
 
 /// Whether a pod bound to `node` in the namespace uses the named object.
@@ -194,5 +235,17 @@ mod tests {
         }
         assert!(!references(&pod, "secrets", "other"));
         assert!(!references(&pod, "configmaps", "s1"));
+    }
+
+    #[test]
+    fn volumes_are_reached_through_claims_that_name_them() {
+        let pv = json!({"metadata": {"name": "pvc-1"}, "spec": {"claimRef": {"namespace": "d", "name": "data"}}});
+        let claim = json!({"spec": {"volumeName": "pvc-1"}});
+        assert_eq!(bound_claim(&pv, Some(&claim)), Some(("d", "data")));
+        // A claim bound to another volume, or none, does not lead to this one.
+        assert_eq!(bound_claim(&pv, Some(&json!({"spec": {"volumeName": "pvc-2"}}))), None);
+        assert_eq!(bound_claim(&pv, Some(&json!({"spec": {}}))), None);
+        assert_eq!(bound_claim(&pv, None), None);
+        assert_eq!(bound_claim(&json!({"metadata": {"name": "pvc-1"}, "spec": {}}), Some(&claim)), None);
     }
 }

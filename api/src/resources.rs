@@ -245,7 +245,7 @@ impl Registry {
         use k8s_openapi::api::{
             apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, autoscaling::v2 as hpa,
             batch::v1 as batch, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
-            policy::v1 as policy, rbac::v1 as rbac,
+            policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
         };
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
         let all: &[&str] = &["all"];
@@ -287,6 +287,7 @@ impl Registry {
             def::<disc::EndpointSlice>(&[], &[], &[]),
             def::<hpa::HorizontalPodAutoscaler>(&["hpa"], all, &[STATUS]),
             def::<policy::PodDisruptionBudget>(&["pdb"], &[], &[STATUS]),
+            def::<storage::StorageClass>(&["sc"], &[], &[]),
             def::<rbac::ClusterRole>(&[], &[], &[]),
             def::<rbac::ClusterRoleBinding>(&[], &[], &[]),
             def::<rbac::Role>(&[], &[], &[]),

@@ -413,6 +413,35 @@ fn printer(def: &ResourceDef) -> Option<(Columns, Cells)> {
                 ]
             },
         ),
+        ("storage.k8s.io", "StorageClass") => (
+            &[
+                ("Name", "string", 0),
+                ("Provisioner", "string", 0),
+                ("ReclaimPolicy", "string", 0),
+                ("VolumeBindingMode", "string", 0),
+                ("AllowVolumeExpansion", "string", 0),
+                ("Age", "string", 0),
+            ],
+            |o| {
+                let default =
+                    ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+                        .iter()
+                        .any(|k| {
+                            o.pointer(&format!("/metadata/annotations/{}", k.replace('/', "~1")))
+                                .and_then(Value::as_str)
+                                == Some("true")
+                        });
+                let n = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                vec![
+                    json!(if default { format!("{n} (default)") } else { n.to_string() }),
+                    s(o, "/provisioner"),
+                    json!(str_or(o, "/reclaimPolicy", "Delete")),
+                    json!(str_or(o, "/volumeBindingMode", "Immediate")),
+                    json!(o.pointer("/allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false)),
+                    age(o),
+                ]
+            },
+        ),
         ("", "PersistentVolume") => (
             &[
                 ("Name", "string", 0),

@@ -2,8 +2,9 @@
 //! register, renew their Leases, and run the pods bound to them on paper — how the
 //! scheduler and controllers are tested and benchmarked at scale. With `--port` they also
 //! serve the kubelet's `/metrics/resource` (HTTPS, client certificates required), so
-//! metrics.k8s.io and the HPA can be tested with simulated load. The real kubelet
-//! (runc/crun, CNI) is the node issue's.
+//! metrics.k8s.io and the HPA can be tested with simulated load. `--node-name N` runs a
+//! real node: the kubelet (runc/crun, CNI), the service proxy (nftables), cluster DNS on
+//! the pod bridge and the local-path provisioner (see `--disable`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,9 +23,13 @@ pub struct AgentArgs {
     /// ("64Mi") say (else 10% of their requests), served with --port.
     #[arg(long)]
     pub simulate: Option<usize>,
-    /// The kubeconfig to reach the API with.
+    /// The kubeconfig to reach the API with (its credentials and CA).
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// API server URLs (`https://m1:6443,https://m2:6443`), overriding the kubeconfig's:
+    /// with several, the agent fails over between them by itself.
+    #[arg(long, value_delimiter = ',')]
+    pub server: Vec<String>,
     /// The kubeconfig context to use (default: its current context).
     #[arg(long)]
     pub context: Option<String>,
@@ -101,6 +106,22 @@ pub struct AgentArgs {
     /// Network namespaces of the node's pods are named <prefix><pod uid>.
     #[arg(long, default_value = "keelson-")]
     pub netns_prefix: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Nameservers for ClusterFirst pods (default: this node's own DNS on its bridge address).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// Node components not to run: dns, proxy, local-storage (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = ["dns", "proxy", "local-storage"])]
+    pub disable: Vec<String>,
+    /// The nftables table (family ip) the service proxy owns.
+    #[arg(long, default_value = "keelson")]
+    pub proxy_table: String,
+    /// With --simulate: run a local-path provisioner for each simulated node, its volumes
+    /// real directories under <root-dir>/storage/<node> (so StatefulSets' claims bind).
+    #[arg(long, requires = "simulate")]
+    pub local_storage: bool,
 }
 
 /// `500ms`, or anything [`parse_duration`] takes.
@@ -139,7 +160,8 @@ fn kubelet_tls(args: &AgentArgs) -> Result<Option<keelson_node::simulate::Kubele
 
 /// A real node (`--node-name`).
 async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
-    let client = crate::kubeclient::from_kubeconfig(&args.kubeconfig, args.context.as_deref()).await?;
+    let client = crate::kubeclient::connect(&args.kubeconfig, args.context.as_deref(), &args.server).await?;
+    let off = |c: &str| args.disable.iter().any(|d| d == c);
     let cfg = keelson_node::kubelet::KubeletConfig {
         node_name,
         root_dir: args.root_dir.clone(),
@@ -155,6 +177,12 @@ async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
         netns_prefix: args.netns_prefix.clone(),
         kubelet_port: args.port.unwrap_or(10250),
         kubelet_tls: kubelet_tls(&args)?,
+        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns: args.cluster_dns.clone(),
+        serve_dns: !off("dns"),
+        proxy: !off("proxy"),
+        proxy_table: args.proxy_table.clone(),
+        local_storage: !off("local-storage"),
         ..Default::default()
     };
     keelson_node::kubelet::preflight(&cfg).context("this host cannot run a real node")?;
@@ -171,7 +199,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         return run_real(args, name).await;
     };
     let kubelet_tls = kubelet_tls(&args)?;
-    let client = crate::kubeclient::from_kubeconfig(&args.kubeconfig, args.context.as_deref()).await?;
+    let client = crate::kubeclient::connect(&args.kubeconfig, args.context.as_deref(), &args.server).await?;
     let cfg = keelson_node::simulate::SimConfig {
         count,
         name_prefix: args.node_name_prefix.clone(),
@@ -188,6 +216,19 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = CancellationToken::new();
+    if args.local_storage {
+        for i in 0..count {
+            let node_name = format!("{}-{i}", args.node_name_prefix);
+            let dir = args.root_dir.join("storage").join(&node_name);
+            let s = keelson_node::storage::StorageConfig { node_name, dir };
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = keelson_node::storage::run(client, s, stop).await {
+                    tracing::error!(error = %e, "a simulated node's local-path provisioner stopped");
+                }
+            });
+        }
+    }
     let task = tokio::spawn(keelson_node::simulate::run(client, cfg, stop.clone()));
     tracing::info!(nodes = count, prefix = %args.node_name_prefix, "simulated nodes starting");
     crate::controllers_cmd::until_signal(task, stop).await

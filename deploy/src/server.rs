@@ -250,6 +250,16 @@ pub async fn wait_and_shutdown(
     etcd: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     api: tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Result<()> {
+    wait_and_shutdown_with(store, etcd, api, async {}).await
+}
+
+/// [`wait_and_shutdown`], running `before` after the signal and before the store stops.
+pub async fn wait_and_shutdown_with(
+    store: Store,
+    etcd: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    before: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -266,6 +276,7 @@ pub async fn wait_and_shutdown(
         },
     };
     tracing::info!("shutting down");
+    before.await;
     store.shutdown().await;
     outcome
 }

@@ -99,6 +99,9 @@ fn adopt(span: &tracing::Span, carried: &BTreeMap<String, String>) {
 /// Install logging, and tracing export when an endpoint is given. `instance` names this
 /// process among its peers (`service.instance.id`, a master's `--name`).
 pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Telemetry> {
+    // hickory-server logs every DNS query at info: quiet unless asked for by name.
+    let log = if log.contains("hickory") { log.to_string() } else { format!("{log},hickory_server=warn") };
+    let log = log.as_str();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

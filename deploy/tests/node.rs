@@ -30,6 +30,8 @@ struct Node {
     bridge: String,
     netns_prefix: String,
     kubeconfig: PathBuf,
+    /// `--server`: a dead API address first, so every start exercises failover.
+    servers: String,
     registry: String,
     /// The kubelet endpoint: port, serving certificate and key, client CA.
     endpoint: [String; 4],
@@ -47,7 +49,9 @@ impl Node {
             .arg("agent")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            .args(["--server", &self.servers])
             .args(["--node-name", &self.name, "--bridge", &self.bridge, "--netns-prefix", &self.netns_prefix])
+            .args(["--proxy-table", &self.bridge])
             .args(["--insecure-registry", &self.registry, "--restart-backoff", "1s", "--lease-renew-interval", "1s"])
             .args(["--port", &self.endpoint[0], "--tls-cert-file", &self.endpoint[1]])
             .args(["--tls-private-key-file", &self.endpoint[2], "--client-ca-file", &self.endpoint[3]])
@@ -110,6 +114,11 @@ impl Drop for Node {
             let _ = rootfs::unmount(&m);
         }
         let _ = std::process::Command::new("ip").args(["link", "delete", &self.bridge]).stderr(Stdio::null()).output();
+        // The service proxy's table is named after the bridge.
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.bridge])
+            .stderr(Stdio::null())
+            .output();
     }
 }
 
@@ -178,6 +187,7 @@ async fn real_node_runs_pods_in_runc_with_cni() {
         bridge: format!("kb{tag}"),
         netns_prefix: format!("kt{tag}-"),
         kubeconfig: kubeconfig.clone(),
+        servers: format!("https://127.0.0.1:{},https://{}", common::free_port(), c.masters[0].api_addr),
         registry: registry.addr.clone(),
     };
     node.start();
@@ -199,6 +209,9 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     )
     .await;
     assert!(ready.0.starts_with("10.251."), "{}", ready.0);
+    // The first --server is dead: the agent moved on to the live one by itself.
+    let full = std::fs::read_to_string(node.dir.path().join("agent.log")).unwrap_or_default();
+    assert!(full.contains("API server failover"), "no failover logged{}", node.log());
     let info = ready.1.status.as_ref().and_then(|s| s.node_info.clone()).expect("nodeInfo");
     assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
 

@@ -22,7 +22,14 @@ async fn one_master() -> (Cluster, std::path::PathBuf, kube::Client, Agent) {
     c.wait_api_settled(1).await;
     let kubeconfig = sim::kubeconfig_of(&c.masters[0].data_dir);
     let client = sim::client(&kubeconfig, None).await;
-    let agent = Agent::start(&kubeconfig, None, 3, &["--lease-renew-interval", "1s", "--job-duration", "500ms"]);
+    // Simulated nodes with local-path provisioners, so StatefulSets' claims bind.
+    let root = c.dir.path().join("sim-node").display().to_string();
+    let agent = Agent::start(
+        &kubeconfig,
+        None,
+        3,
+        &["--lease-renew-interval", "1s", "--job-duration", "500ms", "--local-storage", "--root-dir", &root],
+    );
     (c, kubeconfig, client, agent)
 }
 

@@ -5,5 +5,8 @@
 //! each with a Lease, whose pods "run" without containers (how keelson benchmarks its
 //! scheduler and tests its controllers). The real kubelet comes later in this crate.
 
+pub mod dns;
 pub mod kubelet;
+pub mod proxy;
 pub mod simulate;
+pub mod storage;

@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{Binding, ObjectReference, Pod},
+    api::core::v1::{Binding, ObjectReference, PersistentVolumeClaim, Pod},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{api::PostParams, Api};
+use kube::{
+    api::{Patch, PatchParams, PostParams},
+    Api,
+};
 
 /// A binding that takes longer than this is given up (and the pod retried).
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +53,23 @@ pub async fn bind(client: kube::Client, namespace: &str, name: &str, uid: &str, 
         Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(BindError::Conflict(s.message.clone())),
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(BindError::NotFound(s.message.clone())),
         Ok(Err(e)) => Err(BindError::Other(e.to_string())),
+    }
+}
+
+/// Select `node` for a claim of a WaitForFirstConsumer class (the `selected-node`
+/// annotation its node's provisioner acts on), before the pod is bound there.
+pub async fn select_node(client: kube::Client, namespace: &str, claim: &str, node: &str) -> Result<(), BindError> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client, namespace);
+    let patch = serde_json::json!({ "metadata": { "annotations": { crate::volumes::ANN_SELECTED_NODE: node } } });
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let call = api.patch(claim, &params, &patch);
+    match tokio::time::timeout(BIND_TIMEOUT, call).await {
+        Err(_) => Err(BindError::Timeout(BIND_TIMEOUT)),
+        Ok(Ok(_)) => Ok(()),
+        // Whatever the claim's fate, the pod is retried (it is not the pod that is gone).
+        Ok(Err(e)) => {
+            Err(BindError::Other(format!("selecting node {node:?} for persistentvolumeclaim {claim:?}: {e}")))
+        }
     }
 }
 

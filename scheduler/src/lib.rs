@@ -2,7 +2,8 @@
 //!
 //! The scheduler runs only on the Raft leader, against the [`kube::Client`] it is given (in
 //! keelson an in-process one; any Kubernetes API server works). [`run`] watches Nodes, Pods
-//! and Namespaces, keeps a [`snapshot::Snapshot`] of every node and the pods counted against
+//! and Namespaces (and PersistentVolumeClaims, PersistentVolumes and StorageClasses for
+//! volume binding), keeps a [`snapshot::Snapshot`] of every node and the pods counted against
 //! it incrementally, and places each pending pod of its `schedulerName`: PreFilter, Filter
 //! (a round-robin window of nodes sized like kube-scheduler's `numFeasibleNodesToFind`),
 //! Score with upstream's default plugins and weights, then an asynchronous binding with the
@@ -29,6 +30,7 @@ pub mod resources;
 mod run;
 pub mod schedule;
 pub mod snapshot;
+pub mod volumes;
 
 #[cfg(test)]
 mod testutil;

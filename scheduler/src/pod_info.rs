@@ -27,6 +27,14 @@ pub struct HostPort {
     pub port: i32,
 }
 
+/// A PersistentVolumeClaim one of the pod's volumes uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodClaim {
+    pub name: String,
+    /// A generic ephemeral volume's claim (`<pod>-<volume>`, made for the pod).
+    pub ephemeral: bool,
+}
+
 /// The pod's `PodScheduled` condition as last seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledCondition {
@@ -64,6 +72,8 @@ pub struct PodInfo {
     pub preferred_node_affinity: Vec<PreferredTerm>,
     pub affinity: PodAffinity,
     pub spread: Vec<SpreadConstraint>,
+    /// The claims of its persistentVolumeClaim and ephemeral volumes.
+    pub claims: Vec<PodClaim>,
     pub condition: Option<ScheduledCondition>,
 }
 
@@ -72,6 +82,7 @@ impl PodInfo {
         let meta = &pod.metadata;
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
+        let pod_claims = claims(&name, pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default());
         let default_spec = Default::default();
         let spec = pod.spec.as_ref().unwrap_or(&default_spec);
         let status = pod.status.as_ref();
@@ -109,6 +120,7 @@ impl PodInfo {
             preferred_node_affinity: node_selector::preferred_terms(spec),
             affinity: PodAffinity::from_pod(pod),
             spread: pod_terms::spread_constraints(pod),
+            claims: pod_claims,
             condition,
         }
     }
@@ -124,6 +136,17 @@ impl PodInfo {
         let strip = |p: &PodInfo| PodInfo { condition: None, ..p.clone() };
         strip(self) != strip(other)
     }
+}
+
+fn claims(pod_name: &str, volumes: &[k8s_openapi::api::core::v1::Volume]) -> Vec<PodClaim> {
+    volumes
+        .iter()
+        .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+            (Some(c), _) => Some(PodClaim { name: c.claim_name.clone(), ephemeral: false }),
+            (None, Some(_)) => Some(PodClaim { name: format!("{pod_name}-{}", v.name), ephemeral: true }),
+            (None, None) => None,
+        })
+        .collect()
 }
 
 fn restartable_init_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> impl Iterator<Item = &Container> {

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    storage::v1::StorageClass,
+};
 use kube::Api;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -13,6 +16,7 @@ use crate::{
     informer::{self, CHANNEL_CAPACITY},
     node_info::NodeData,
     pod_info::PodInfo,
+    volumes::{ClaimData, ClassData, VolumeData},
     Error, SchedulerConfig,
 };
 
@@ -49,7 +53,35 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig, stop: CancellationT
             ns_tx,
             stop.clone(),
         );
-        let result = Scheduler::new(client, cfg).run(Receivers { nodes, pods, namespaces }, &stop).await;
+        let (claims_tx, claims) = mpsc::channel(CHANNEL_CAPACITY);
+        let (volumes_tx, volumes) = mpsc::channel(CHANNEL_CAPACITY);
+        let (classes_tx, classes) = mpsc::channel(CHANNEL_CAPACITY);
+        informer::spawn(
+            &mut watches,
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            "persistentvolumeclaims",
+            ClaimData::from_claim,
+            claims_tx,
+            stop.clone(),
+        );
+        informer::spawn(
+            &mut watches,
+            Api::<PersistentVolume>::all(client.clone()),
+            "persistentvolumes",
+            VolumeData::from_volume,
+            volumes_tx,
+            stop.clone(),
+        );
+        informer::spawn(
+            &mut watches,
+            Api::<StorageClass>::all(client.clone()),
+            "storageclasses",
+            ClassData::from_class,
+            classes_tx,
+            stop.clone(),
+        );
+        let rx = Receivers { nodes, pods, namespaces, claims, volumes, classes };
+        let result = Scheduler::new(client, cfg).run(rx, &stop).await;
         watches.shutdown().await;
         match &result {
             Ok(()) => tracing::info!("scheduler stopped"),

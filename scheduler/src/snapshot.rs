@@ -12,6 +12,7 @@ use std::{
 use crate::{
     node_info::{NodeData, NodeInfo},
     pod_info::PodInfo,
+    volumes::VolumeCache,
 };
 
 /// A pod counted against a node.
@@ -53,6 +54,8 @@ pub struct Snapshot {
     /// Slots with pods that have (any) pod affinity, and with required anti-affinity.
     affinity_slots: BTreeSet<usize>,
     anti_affinity_slots: BTreeSet<usize>,
+    /// The claims, volumes and classes the VolumeBinding plugin looks at.
+    pub volumes: VolumeCache,
 }
 
 impl Snapshot {

@@ -366,6 +366,19 @@ pub async fn curl_api(pki: &Path, cert: bool, max_secs: u64, api: &str, args: &[
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// SIGKILL `child` (by its PID) and wait, from a `Drop`, until it is gone (at most 10 s),
+/// so a guard's cleanup can't race a still-running agent.
+pub fn kill_and_reap(child: &mut tokio::process::Child) {
+    let _ = child.start_kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `keelson up` in a temp dir, ready (it printed its kubeconfig path); killed on drop.
 pub struct Up {
     pub child: tokio::process::Child,
@@ -379,7 +392,20 @@ impl Up {
         Up::start_with(&[]).await
     }
 
+    /// A control plane only (`--no-node`), with `extra` flags.
     pub async fn start_with(extra: &[&str]) -> Up {
+        let mut args = vec!["--no-node"];
+        args.extend_from_slice(extra);
+        Up::spawn(&args).await
+    }
+
+    /// With the in-process real node (root, runc, CNI): `extra` names its bridge, netns
+    /// prefix, proxy table and registry so tests don't clash.
+    pub async fn start_with_node(extra: &[&str]) -> Up {
+        Up::spawn(extra).await
+    }
+
+    async fn spawn(extra: &[&str]) -> Up {
         use tokio::io::AsyncBufReadExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let api = format!("127.0.0.1:{}", free_port());

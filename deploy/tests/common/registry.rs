@@ -14,12 +14,31 @@ pub struct Registry {
     pub dir: TempDir,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// The network namespace it serves in (`None`: this one).
+    pub netns: Option<String>,
+}
+
+/// `cmd args…`, inside `netns` when given (`ip netns exec`).
+fn command_in(netns: Option<&str>, cmd: &str) -> tokio::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns, cmd]);
+            c
+        }
+        None => tokio::process::Command::new(cmd),
+    }
 }
 
 impl Registry {
     pub async fn start() -> Registry {
+        Registry::start_at(None, &format!("127.0.0.1:{}", free_port())).await
+    }
+
+    /// Serving on `addr` inside network namespace `netns` (a test's own).
+    pub async fn start_at(netns: Option<&str>, addr: &str) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = addr.to_string();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -30,7 +49,7 @@ impl Registry {
         )
         .expect("registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = tokio::process::Command::new("docker-registry")
+        let child = command_in(netns, "docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -42,7 +61,7 @@ impl Registry {
         eventually(Duration::from_secs(30), "docker-registry to answer /v2/", || {
             let url = url.clone();
             async move {
-                let out = tokio::process::Command::new("curl")
+                let out = command_in(netns, "curl")
                     .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url])
                     .output()
                     .await
@@ -51,13 +70,13 @@ impl Registry {
             }
         })
         .await;
-        Registry { child, dir, addr }
+        Registry { child, dir, addr, netns: netns.map(str::to_string) }
     }
 
     /// Build busybox and push it as `repo:tag`; returns `ADDR/repo:tag`.
     pub async fn push_busybox(&self, repo_tag: &str) -> String {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image.sh");
-        let out = tokio::process::Command::new("bash")
+        let out = command_in(self.netns.as_deref(), "bash")
             .arg(&script)
             .arg(&self.addr)
             .arg(repo_tag)

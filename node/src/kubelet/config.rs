@@ -35,6 +35,18 @@ pub struct KubeletConfig {
     pub kubelet_port: u16,
     /// Its TLS material; without it there is no endpoint (no `kubectl logs`).
     pub kubelet_tls: Option<crate::simulate::KubeletTls>,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// Nameservers of ClusterFirst pods; empty: this node's own DNS on its bridge address
+    /// when [`KubeletConfig::serve_dns`], else the host's resolv.conf.
+    pub cluster_dns: Vec<IpAddr>,
+    /// Serve cluster DNS on the bridge's address (port 53).
+    pub serve_dns: bool,
+    /// Program Services into nftables (table [`KubeletConfig::proxy_table`]).
+    pub proxy: bool,
+    pub proxy_table: String,
+    /// Provision local-path PersistentVolumes under [`KubeletConfig::storage_dir`].
+    pub local_storage: bool,
 }
 
 impl KubeletConfig {
@@ -49,6 +61,9 @@ impl KubeletConfig {
     }
     pub fn ipam_dir(&self) -> PathBuf {
         self.root_dir.join("ipam")
+    }
+    pub fn storage_dir(&self) -> PathBuf {
+        self.root_dir.join("storage")
     }
 }
 
@@ -72,6 +87,12 @@ impl Default for KubeletConfig {
             netns_prefix: "keelson-".into(),
             kubelet_port: 10250,
             kubelet_tls: None,
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: Vec::new(),
+            serve_dns: true,
+            proxy: true,
+            proxy_table: "keelson".into(),
+            local_storage: true,
         }
     }
 }

@@ -124,6 +124,93 @@ pub fn render_line(l: &Line<'_>, o: &LogOptions, out: &mut Vec<u8>) {
     }
 }
 
+/// A query string's `key=value` pairs, percent-decoded (`+` is a space), in order: a key
+/// given twice is there twice (exec's `command=sh&command=-c`).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_pairs(query)
+}
+
+/// A log file read as it grows, a whole line at a time (the shim writes each record with
+/// one write, but a reader may still see half of one).
+#[derive(Debug, Clone)]
+pub struct Tail {
+    path: std::path::PathBuf,
+    offset: u64,
+}
+
+impl Tail {
+    /// From `offset` (the end of a whole line already read).
+    pub fn at(path: &std::path::Path, offset: u64) -> Tail {
+        Tail { path: path.to_path_buf(), offset }
+    }
+
+    /// From the end of the last whole line the file has now: only what comes later.
+    pub fn from_end(path: &std::path::Path) -> Tail {
+        use std::io::{Read, Seek, SeekFrom};
+        let offset = (|| {
+            let mut f = std::fs::File::open(path).ok()?;
+            let len = f.metadata().ok()?.len();
+            // A record is at most 16 KiB plus its prefix: the last newline is in here.
+            let start = len.saturating_sub(64 * 1024);
+            f.seek(SeekFrom::Start(start)).ok()?;
+            let mut end = Vec::new();
+            f.read_to_end(&mut end).ok()?;
+            Some(end.iter().rposition(|b| *b == b'\n').map_or(start, |i| start + i as u64 + 1))
+        })();
+        Tail::at(path, offset.unwrap_or(0))
+    }
+
+    /// The whole lines written since the last call (newlines included); empty if none.
+    pub fn next_lines(&mut self) -> Vec<u8> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut new = Vec::new();
+        let read = std::fs::File::open(&self.path)
+            .and_then(|mut f| f.seek(SeekFrom::Start(self.offset)).and_then(|_| f.read_to_end(&mut new)));
+        if read.is_err() {
+            return Vec::new();
+        }
+        let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        new.truncate(whole);
+        self.offset += whole as u64;
+        new
+    }
+}
+
+/// How often a followed log is looked at.
+pub const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Follow a container instance's log: `each` gets the whole lines written from `tail` on
+/// as they come, until the instance has ended (its exit file, beside the log's lines it
+/// wrote before), `each` says no more (false), or `until` is ready.
+pub async fn follow<F, Fut>(
+    mut tail: Tail,
+    exit_file: &std::path::Path,
+    until: impl std::future::Future<Output = ()>,
+    mut each: F,
+) where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut until = std::pin::pin!(until);
+    loop {
+        // Whether it has ended is known before the last read: nothing written is missed.
+        let ended = crate::kubelet::runtime::shim::read_exit(exit_file).is_some();
+        let new = tail.next_lines();
+        if (!new.is_empty() && !each(new).await) || ended {
+            return;
+        }
+        tokio::select! {
+            () = &mut until => return,
+            () = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+    }
+}
+
+/// The stream (`stdout`, `stderr`) of a CRI log line.
+pub fn stream_of(line: &[u8]) -> Option<&[u8]> {
+    line.split(|b| *b == b' ').nth(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +231,33 @@ mod tests {
         assert_eq!(render(LOG, &since), b"two words\npartial\n");
         let limit = LogOptions { limit_bytes: Some(5), ..Default::default() };
         assert_eq!(render(LOG, &limit), b"one\nt");
+    }
+
+    #[test]
+    fn a_tail_reads_whole_lines_as_they_come() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("0.log");
+        std::fs::write(&path, "2026-01-01T00:00:01Z stdout F old\n2026-01-01T00:00:01Z stdout F ha").unwrap();
+        let mut tail = Tail::from_end(&path);
+        assert_eq!(tail.next_lines(), b"");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"lf\n2026-01-01T00:00:02Z stderr F new\n2026-01-01T00:00:03Z stdout F par").unwrap();
+        let lines = tail.next_lines();
+        assert_eq!(lines, b"2026-01-01T00:00:01Z stdout F half\n2026-01-01T00:00:02Z stderr F new\n");
+        let streams: Vec<&[u8]> = lines.split(|b| *b == b'\n').filter_map(stream_of).collect();
+        assert_eq!(streams, [&b"stdout"[..], b"stderr"]);
+        f.write_all(b"t\n").unwrap();
+        assert_eq!(tail.next_lines(), b"2026-01-01T00:00:03Z stdout F part\n");
+        assert_eq!(Tail::from_end(&d.path().join("missing")).next_lines(), b"");
+        assert_eq!(
+            query_pairs("command=sh&command=-c&command=echo+a%3Db"),
+            [
+                ("command".to_string(), "sh".to_string()),
+                ("command".to_string(), "-c".to_string()),
+                ("command".to_string(), "echo a=b".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod server;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -70,6 +71,50 @@ fn resolve(p: &std::path::Path) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file()))
         .unwrap_or_else(|| p.to_path_buf())
+}
+
+/// The node's DNS on its bridge's address (made here first, so the server can bind before
+/// any pod exists), when it serves DNS itself; `None` when it doesn't or cannot.
+fn start_dns(
+    client: &kube::Client,
+    cfg: &KubeletConfig,
+    cidr: &str,
+    stop: &CancellationToken,
+) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
+    if !cfg.serve_dns || !cfg.cluster_dns.is_empty() {
+        return None;
+    }
+    let net = match cidr.parse::<network::IpNet>() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(pod_cidr = %cidr, error = %e, "no cluster DNS: the podCIDR does not parse");
+            return None;
+        }
+    };
+    let gateway = net.first_host();
+    if let Err(e) = network::ensure_bridge(&cfg.bridge, gateway, net.prefix_len) {
+        tracing::error!(bridge = %cfg.bridge, error = %e, "no cluster DNS: the bridge could not be made");
+        return None;
+    }
+    let d = crate::dns::DnsConfig {
+        listen: vec![std::net::SocketAddr::new(gateway, 53)],
+        cluster_domain: cfg.cluster_domain.clone(),
+        upstreams: Vec::new(),
+        ttl: 5,
+    };
+    tracing::info!(address = %gateway, domain = %cfg.cluster_domain, "serving cluster DNS");
+    let dns_stop = stop.child_token();
+    let client = client.clone();
+    let s = dns_stop.clone();
+    let task = tokio::spawn(
+        async move {
+            if let Err(e) = crate::dns::run(client, d, s).await {
+                tracing::error!(error = %e, "cluster DNS stopped");
+            }
+        }
+        .instrument(tracing::info_span!("dns")),
+    );
+    Some((task, dns_stop))
 }
 
 /// Run the node until `stop`.
@@ -128,13 +173,53 @@ pub async fn run(client: kube::Client, mut cfg: KubeletConfig, stop: Cancellatio
             node::heartbeat(client.clone(), cfg.clone(), runtime_version, cidr_tx, stop.clone())
                 .instrument(tracing::info_span!("heartbeat")),
         );
-        // Pod networking follows the podCIDR.
+        if cfg.proxy {
+            let p = crate::proxy::ProxyConfig {
+                node_name: cfg.node_name.clone(),
+                node_ips: vec![cfg.node_ip],
+                table: cfg.proxy_table.clone(),
+                netns: None,
+                resync: std::time::Duration::from_secs(30),
+            };
+            let (client, stop) = (client.clone(), stop.clone());
+            tasks.spawn(
+                async move {
+                    if let Err(e) = crate::proxy::run(client, p, stop).await {
+                        tracing::error!(error = %e, "the service proxy stopped");
+                    }
+                }
+                .instrument(tracing::info_span!("proxy")),
+            );
+        }
+        if cfg.local_storage {
+            let s = crate::storage::StorageConfig { node_name: cfg.node_name.clone(), dir: cfg.storage_dir() };
+            let (client, stop) = (client.clone(), stop.clone());
+            tasks.spawn(
+                async move {
+                    if let Err(e) = crate::storage::run(client, s, stop).await {
+                        tracing::error!(error = %e, "the local-path provisioner stopped");
+                    }
+                }
+                .instrument(tracing::info_span!("local-path")),
+            );
+        }
+        // Pod networking (and the node's DNS on the bridge) follows the podCIDR.
         let net_cfg = cfg.clone();
         let net_stop = stop.clone();
+        let net_client = client.clone();
         tasks.spawn(async move {
+            let mut dns: Option<(String, tokio::task::JoinHandle<()>, CancellationToken)> = None;
             loop {
                 let cidr = cidr_rx.borrow_and_update().clone();
                 if let Some(cidr) = cidr {
+                    if dns.as_ref().is_none_or(|(c, _, _)| *c != cidr) {
+                        if let Some((_, task, dns_stop)) = dns.take() {
+                            dns_stop.cancel();
+                            let _ = task.await;
+                        }
+                        dns = start_dns(&net_client, &net_cfg, &cidr, &net_stop)
+                            .map(|(task, dns_stop)| (cidr.clone(), task, dns_stop));
+                    }
                     let c = network::CniConfig {
                         plugin_dirs: net_cfg.cni_bin_dirs.clone(),
                         bridge: net_cfg.bridge.clone(),
@@ -147,9 +232,13 @@ pub async fn run(client: kube::Client, mut cfg: KubeletConfig, stop: Cancellatio
                     cni_tx.send_replace(Some(Arc::new(network::Cni::new(c))));
                 }
                 tokio::select! {
-                    () = net_stop.cancelled() => return,
-                    r = cidr_rx.changed() => if r.is_err() { return },
+                    () = net_stop.cancelled() => break,
+                    r = cidr_rx.changed() => if r.is_err() { break },
                 }
+            }
+            if let Some((_, task, dns_stop)) = dns {
+                dns_stop.cancel();
+                let _ = task.await;
             }
         });
         tasks.spawn(pod::run(shared, stop.clone()).instrument(tracing::info_span!("pods")));

@@ -4,6 +4,7 @@
 //! yet synced). Bindings, events and status writes run in their own tasks.
 
 mod placement;
+mod volume_events;
 mod watch_events;
 
 use std::{
@@ -16,8 +17,16 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    binder::BindError, informer::Change, node_info::NodeData, pod_info::PodInfo, queue::SchedulingQueue,
-    reporter::Reporter, schedule::Algorithm, snapshot::Snapshot, Error, SchedulerConfig,
+    binder::BindError,
+    informer::Change,
+    node_info::NodeData,
+    pod_info::PodInfo,
+    queue::SchedulingQueue,
+    reporter::Reporter,
+    schedule::Algorithm,
+    snapshot::Snapshot,
+    volumes::{ClaimData, ClassData, VolumeData},
+    Error, SchedulerConfig,
 };
 
 /// How long a bound pod stays assumed if the watch never shows it bound.
@@ -32,17 +41,26 @@ const YIELD_EVERY: u64 = 32;
 
 pub type NamespaceLabels = (String, BTreeMap<String, String>);
 
+/// The watches, in the order [`Scheduler::drain`] takes their events.
+const WATCHES: [&str; 6] =
+    ["nodes", "pods", "namespaces", "persistentvolumeclaims", "persistentvolumes", "storageclasses"];
+
 /// The converted watch streams.
 pub struct Receivers {
     pub nodes: mpsc::Receiver<Change<NodeData>>,
     pub pods: mpsc::Receiver<Change<Arc<PodInfo>>>,
     pub namespaces: mpsc::Receiver<Change<NamespaceLabels>>,
+    pub claims: mpsc::Receiver<Change<ClaimData>>,
+    pub volumes: mpsc::Receiver<Change<VolumeData>>,
+    pub classes: mpsc::Receiver<Change<ClassData>>,
 }
 
 /// The result of one binding task.
 struct BindOutcome {
     pod: Arc<PodInfo>,
     node: String,
+    /// The claims the node was selected for before the binding (keys).
+    claims: Vec<String>,
     result: Result<(), BindError>,
 }
 
@@ -68,11 +86,12 @@ pub struct Scheduler {
     algorithm: Algorithm,
     reporter: Reporter,
     binds: JoinSet<BindOutcome>,
-    /// The pod and node of each binding task, to recover from a task that died.
-    bind_tasks: HashMap<tokio::task::Id, (Arc<PodInfo>, String)>,
+    /// The pod, node and selected claims of each binding task, to recover from a task that died.
+    bind_tasks: HashMap<tokio::task::Id, (Arc<PodInfo>, String, Vec<String>)>,
     nodes_relist: Relist,
     pods_relist: Relist,
     namespaces_relist: Relist,
+    volume_relists: volume_events::VolumeRelists,
     stats: Stats,
 }
 
@@ -90,6 +109,7 @@ impl Scheduler {
             nodes_relist: Relist::default(),
             pods_relist: Relist::default(),
             namespaces_relist: Relist::default(),
+            volume_relists: volume_events::VolumeRelists::default(),
             stats: Stats::default(),
         }
     }
@@ -102,7 +122,7 @@ impl Scheduler {
     fn drain(&mut self, rx: &mut Receivers) -> Result<(), Error> {
         use mpsc::error::TryRecvError::{Disconnected, Empty};
         let mut budget = EVENT_BUDGET;
-        let mut live = [true; 3];
+        let mut live = [true; 6];
         while budget > 0 && live.iter().any(|l| *l) {
             for (i, l) in live.iter_mut().enumerate() {
                 if !*l {
@@ -111,12 +131,15 @@ impl Scheduler {
                 let r = match i {
                     0 => rx.nodes.try_recv().map(|c| self.on_node(c, Instant::now())),
                     1 => rx.pods.try_recv().map(|c| self.on_pod(c, Instant::now())),
-                    _ => rx.namespaces.try_recv().map(|c| self.on_namespace(c)),
+                    2 => rx.namespaces.try_recv().map(|c| self.on_namespace(c)),
+                    3 => rx.claims.try_recv().map(|c| self.on_claim(c, Instant::now())),
+                    4 => rx.volumes.try_recv().map(|c| self.on_volume(c, Instant::now())),
+                    _ => rx.classes.try_recv().map(|c| self.on_class(c, Instant::now())),
                 };
                 match r {
                     Ok(()) => budget = budget.saturating_sub(1),
                     Err(Empty) => *l = false,
-                    Err(Disconnected) => return Err(Error::WatchEnded(["nodes", "pods", "namespaces"][i])),
+                    Err(Disconnected) => return Err(Error::WatchEnded(WATCHES[i])),
                 }
             }
         }
@@ -171,6 +194,18 @@ impl Scheduler {
                 c = rx.namespaces.recv() => match c {
                     Some(c) => self.on_namespace(c),
                     None => break Err(Error::WatchEnded("namespaces")),
+                },
+                c = rx.claims.recv() => match c {
+                    Some(c) => self.on_claim(c, Instant::now()),
+                    None => break Err(Error::WatchEnded(WATCHES[3])),
+                },
+                c = rx.volumes.recv() => match c {
+                    Some(c) => self.on_volume(c, Instant::now()),
+                    None => break Err(Error::WatchEnded(WATCHES[4])),
+                },
+                c = rx.classes.recv() => match c {
+                    Some(c) => self.on_class(c, Instant::now()),
+                    None => break Err(Error::WatchEnded(WATCHES[5])),
                 },
                 Some(r) = self.binds.join_next_with_id(), if !self.binds.is_empty() => self.on_bind_joined(r, Instant::now()),
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}

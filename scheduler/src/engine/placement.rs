@@ -7,12 +7,16 @@ use tokio::task::JoinError;
 use tracing::Instrument;
 
 use super::{BindOutcome, Scheduler, ASSUME_TTL};
-use crate::{binder::BindError, pod_info::PodInfo, queue::Popped};
+use crate::{binder::BindError, plugins::volume_binding, pod_info::PodInfo, queue::Popped};
 
 impl Scheduler {
     pub(super) fn schedule_one(&mut self, popped: Popped, now: Instant) {
         let pod = popped.info;
         let started = Instant::now();
+        if !pod.claims.is_empty() && self.waits_for_volume_watches(now) {
+            self.queue.unschedulable(&pod.key, now);
+            return;
+        }
         match self.algorithm.schedule(&pod, &self.snapshot) {
             Ok(placement) => {
                 tracing::debug!(
@@ -25,7 +29,15 @@ impl Scheduler {
                     "pod placed; binding"
                 );
                 self.snapshot.assume(&pod, &placement.node);
-                self.spawn_bind(pod, placement.node);
+                // VolumeBinding's Reserve: the chosen node for the pod's unbound claims.
+                let claims = match volume_binding::pre_filter(&pod, &self.snapshot.volumes) {
+                    Ok(Some(state)) => volume_binding::claims_to_select(&state, &placement.node),
+                    _ => Vec::new(),
+                };
+                for c in &claims {
+                    self.snapshot.volumes.assume_selected_node(c, &placement.node);
+                }
+                self.spawn_bind(pod, placement.node, claims);
             }
             Err(fit) => {
                 let message = fit.message();
@@ -37,18 +49,29 @@ impl Scheduler {
         }
     }
 
-    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String) {
+    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String, claims: Vec<String>) {
         let client = self.client.clone();
         let span = tracing::debug_span!("bind", pod = %pod.key, node = %node);
-        let (p, n) = (pod.clone(), node.clone());
+        let (p, n, cs) = (pod.clone(), node.clone(), claims.clone());
         let handle = self.binds.spawn(
             async move {
-                let result = crate::binder::bind(client, &p.namespace, &p.name, &p.uid, &n).await;
-                BindOutcome { pod: p, node: n, result }
+                // VolumeBinding's PreBind: the claims name the node before the pod does.
+                let mut result = Ok(());
+                for key in &cs {
+                    let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+                    result = crate::binder::select_node(client.clone(), &p.namespace, name, &n).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                if result.is_ok() {
+                    result = crate::binder::bind(client, &p.namespace, &p.name, &p.uid, &n).await;
+                }
+                BindOutcome { pod: p, node: n, claims: cs, result }
             }
             .instrument(span),
         );
-        self.bind_tasks.insert(handle.id(), (pod, node));
+        self.bind_tasks.insert(handle.id(), (pod, node, claims));
     }
 
     pub(super) fn on_bind_joined(&mut self, joined: Result<(tokio::task::Id, BindOutcome), JoinError>, now: Instant) {
@@ -58,15 +81,20 @@ impl Scheduler {
                 outcome
             }
             Err(e) => {
-                let Some((pod, node)) = self.bind_tasks.remove(&e.id()) else { return };
-                BindOutcome { pod, node, result: Err(BindError::Other(format!("binding task failed: {e}"))) }
+                let Some((pod, node, claims)) = self.bind_tasks.remove(&e.id()) else { return };
+                BindOutcome { pod, node, claims, result: Err(BindError::Other(format!("binding task failed: {e}"))) }
             }
         };
         self.on_bound(outcome, now);
     }
 
-    fn on_bound(&mut self, BindOutcome { pod, node, result }: BindOutcome, now: Instant) {
+    fn on_bound(&mut self, BindOutcome { pod, node, claims, result }: BindOutcome, now: Instant) {
         let key = &pod.key;
+        if result.is_err() {
+            for c in &claims {
+                self.snapshot.volumes.forget_selected_node(c, &node);
+            }
+        }
         // The queue entry may by now belong to a pod of the same name.
         let ours = self.queue.get(key).is_some_and(|p| p.uid == pod.uid);
         match result {

@@ -8,7 +8,11 @@ use crate::{informer::Change, node_info::NodeData, pod_info::PodInfo, snapshot::
 
 /// The relist bookkeeping common to all resources: returns the object to apply, if any,
 /// and whether a relist just finished.
-fn relist_step<T>(relist: &mut Relist, change: Change<T>, key: impl Fn(&T) -> String) -> (Option<(T, bool)>, bool) {
+pub(super) fn relist_step<T>(
+    relist: &mut Relist,
+    change: Change<T>,
+    key: impl Fn(&T) -> String,
+) -> (Option<(T, bool)>, bool) {
     match change {
         Change::Init => {
             relist.seen = Some(HashSet::new());

@@ -11,3 +11,4 @@ pub mod node_unschedulable;
 pub mod taint_toleration;
 pub mod topology;
 pub mod topology_spread;
+pub mod volume_binding;

@@ -5,7 +5,7 @@ use crate::{
     node_info::{NodeData, NodeInfo},
     plugins::{
         inter_pod_affinity, node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable,
-        taint_toleration, topology_spread,
+        taint_toleration, topology_spread, volume_binding,
     },
     pod_info::PodInfo,
     snapshot::Snapshot,
@@ -16,6 +16,8 @@ use crate::{
 pub struct CycleState {
     pub inter_pod: Option<inter_pod_affinity::FilterState>,
     pub spread: Option<topology_spread::FilterState>,
+    /// The pod's claims (set by the caller after VolumeBinding's PreFilter passed).
+    pub volumes: Option<volume_binding::State>,
 }
 
 impl CycleState {
@@ -23,6 +25,7 @@ impl CycleState {
         CycleState {
             inter_pod: inter_pod_affinity::pre_filter(pod, snap),
             spread: topology_spread::pre_filter(pod, snap),
+            volumes: None,
         }
     }
 }
@@ -34,6 +37,9 @@ pub fn run_filters(pod: &PodInfo, node: &NodeData, info: &NodeInfo, state: &Cycl
     node_affinity::filter(pod, node)?;
     node_ports::filter(pod, info)?;
     node_resources_fit::filter(pod, node, info)?;
+    if let Some(v) = &state.volumes {
+        volume_binding::filter(v, node)?;
+    }
     if let Some(s) = &state.spread {
         topology_spread::filter(pod, s, node)?;
     }

@@ -11,7 +11,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::{
     framework::{fit_error::Diagnosis, num_feasible_nodes_to_find, FitError},
     node_info::NodeInfo,
-    plugins::node_affinity::{self, PreFilter},
+    plugins::{
+        node_affinity::{self, PreFilter},
+        volume_binding,
+    },
     pod_info::PodInfo,
     snapshot::Snapshot,
 };
@@ -62,7 +65,15 @@ impl Algorithm {
                 return Err(fit_error(diagnosis));
             }
         };
-        let state = CycleState::new(pod, snap);
+        let volumes = match volume_binding::pre_filter(pod, &snap.volumes) {
+            Ok(v) => v,
+            Err(msg) => {
+                diagnosis.pre_filter_msg = Some(msg);
+                return Err(fit_error(diagnosis));
+            }
+        };
+        let mut state = CycleState::new(pod, snap);
+        state.volumes = volumes;
         let (candidates, evaluated) = match &pinned {
             Some(nodes) => {
                 let (c, e) = self.find_feasible(pod, &state, nodes.len(), 0, |i| nodes.get(i).copied(), &mut diagnosis);

@@ -112,6 +112,42 @@ fn pinned_pods_examine_only_their_node() {
 }
 
 #[test]
+fn volume_node_affinity_conflicts_get_upstreams_message() {
+    use crate::volumes::{ClaimData, VolumeData};
+    let mut snap = snapshot(&nodes(3), &[]);
+    snap.volumes.upsert_claim(ClaimData::from_claim(
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "d", "name": "data"},
+            "spec": {"volumeName": "pv1"}, "status": {"phase": "Bound"},
+        }))
+        .unwrap(),
+    ));
+    let pv = |node: &str| {
+        VolumeData::from_volume(
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "pv1"}, "spec": {"nodeAffinity": {"required":
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}}))
+            .unwrap(),
+        )
+    };
+    snap.volumes.upsert_volume(pv("n1"));
+    let mut p = pod("d", "db", &[]);
+    spec_mut(&mut p).volumes = Some(vec![serde_json::from_value(
+        serde_json::json!({"name": "v", "persistentVolumeClaim": {"claimName": "data"}}),
+    )
+    .unwrap()]);
+    let p = info(&p);
+    let mut alg = Algorithm::seeded(None, 1);
+    assert_eq!(alg.schedule(&p, &snap).unwrap(), Placement { node: "n1".into(), evaluated: 3, feasible: 1 });
+    // Its volume lives on a node that is gone.
+    snap.volumes.upsert_volume(pv("gone"));
+    assert_eq!(
+        alg.schedule(&p, &snap).unwrap_err().message(),
+        "0/3 nodes are available: 3 node(s) had volume node affinity conflict. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    );
+}
+
+#[test]
 fn assumed_pods_count_for_the_next_decision() {
     let mut snap = snapshot(&[node("n0", &[("cpu", "1"), ("pods", "10")], &[])], &[]);
     let mut alg = Algorithm::seeded(None, 1);

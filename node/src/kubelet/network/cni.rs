@@ -352,6 +352,11 @@ impl Cni {
     }
 
     /// The configuration this runs.
+    /// The bridge's address in the pod network (the first host of the podCIDR).
+    pub fn gateway(&self) -> Option<std::net::IpAddr> {
+        self.cfg.pod_cidr.parse::<IpNet>().ok().map(|n| n.first_host())
+    }
+
     pub fn config(&self) -> &CniConfig {
         &self.cfg
     }

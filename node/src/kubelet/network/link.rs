@@ -1,5 +1,6 @@
 //! The host-side bridge: the CNI bridge plugin creates it on the first ADD and never
-//! removes it; node teardown (and tests) do, with [`cleanup_bridge`].
+//! removes it; node teardown (and tests) do, with [`cleanup_bridge`]. The node makes it
+//! itself ([`ensure_bridge`]) before any pod when it serves DNS on the bridge's address.
 
 use std::path::Path;
 
@@ -47,6 +48,26 @@ pub fn cleanup_bridge(name: &str) -> Result<bool, LinkError> {
     }
     tracing::info!("bridge deleted");
     Ok(true)
+}
+
+/// Make bridge `name` with `gateway/prefix_len` and bring it up (what the CNI bridge plugin
+/// with `isGateway` would do on its first ADD, which then finds it ready). Idempotent. Only
+/// `ip` is asked (not /sys, which shows the namespace that mounted it: an agent started
+/// with `nsenter --net` sees the host's /sys); a same-named link that is no bridge makes
+/// `ip link set … master`-style use fail later in the CNI plugin with its own error.
+#[tracing::instrument]
+pub fn ensure_bridge(name: &str, gateway: std::net::IpAddr, prefix_len: u8) -> Result<(), LinkError> {
+    check_ifname(name).map_err(|reason| LinkError::InvalidName { name: name.to_string(), reason })?;
+    if let Err(e) = run_ip(&["link", "add", "name", name, "type", "bridge"]) {
+        // Already there (from an earlier start or the CNI plugin) is fine.
+        if run_ip(&["link", "show", "dev", name]).is_err() {
+            return Err(e.into());
+        }
+    }
+    // `replace` adds the address or leaves it as it is.
+    run_ip(&["addr", "replace", &format!("{gateway}/{prefix_len}"), "dev", name])?;
+    run_ip(&["link", "set", "dev", name, "up"])?;
+    Ok(())
 }
 
 fn link_exists(sys: &Path) -> bool {

@@ -20,6 +20,6 @@ pub mod result;
 pub use cni::{Cni, CniConfig, CniError, PodCniArgs};
 pub use exec::{CniCommand, PluginExec, ProcessExec};
 pub use ip::IpCommandError;
-pub use link::{cleanup_bridge, LinkError};
+pub use link::{cleanup_bridge, ensure_bridge, LinkError};
 pub use netns::{NetNs, NetNsError};
 pub use result::{CniResult, IpNet};

@@ -42,6 +42,14 @@ impl IpNet {
         }
     }
 
+    /// The first host address (the bridge's gateway, as host-local hands it out).
+    pub fn first_host(&self) -> IpAddr {
+        match self.network() {
+            IpAddr::V4(a) => IpAddr::V4(u32::from(a).saturating_add(1).into()),
+            IpAddr::V6(a) => IpAddr::V6(u128::from(a).saturating_add(1).into()),
+        }
+    }
+
     /// Whether `ip` lies inside this prefix.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match IpNet::new(ip, self.prefix_len) {

@@ -42,6 +42,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Where this node's ClusterFirst pods resolve names (see [`KubeletConfig::cluster_dns`]).
+    pub fn cluster_dns(&self, cni: &Cni) -> sandbox::ClusterDns {
+        let servers = match (&self.cfg.cluster_dns[..], self.cfg.serve_dns) {
+            ([], true) => cni.gateway().into_iter().collect(),
+            (given, _) => given.to_vec(),
+        };
+        sandbox::ClusterDns { servers, domain: self.cfg.cluster_domain.clone() }
+    }
+
     pub fn uid_of(&self, namespace: &str, name: &str) -> Option<String> {
         let names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         names.get(&(namespace.to_string(), name.to_string())).cloned()

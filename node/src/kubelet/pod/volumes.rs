@@ -2,13 +2,22 @@
 //! medium Memory), hostPath, configMap, secret, downwardAPI and projected (configMap,
 //! secret, downwardAPI, serviceAccountToken from TokenRequest). Content volumes are
 //! (re)written before each container start; containers bind-mount them by volumeMounts.
+//!
+//! persistentVolumeClaim (and generic ephemeral) volumes are resolved once, before the
+//! pod's sandbox, as upstream's volume manager mounts volumes before anything runs: the
+//! pod waits (ContainerCreating, saying why) until each claim is Bound, then uses its
+//! volume's directory (`local` or `hostPath`, which must be usable from this node). The
+//! resolution is kept in `<pod dir>/claims.json`, so the pod keeps its volumes across an
+//! agent restart whatever happens to the claims meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount, Volume,
+};
 use kube::api::{Api, PostParams};
 
 /// File contents by relative path, with their mode.
@@ -256,6 +265,187 @@ fn write_dir(dir: &Path, files: &Files) -> Result<(), String> {
     Ok(())
 }
 
+/// A pod's claim volumes, resolved: volume name → the host directory of its
+/// PersistentVolume and whether the pod mounts it read-only.
+pub type Claims = BTreeMap<String, (PathBuf, bool)>;
+
+/// Why a pod's claim volumes cannot be used (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimError {
+    /// Not yet: the claim is missing, not bound, its volume not there yet… (retried).
+    Waiting(String),
+    /// The claim's volume cannot be used on this node (another node's, an unsupported
+    /// type, a missing directory): retried too, but it is an error to report.
+    Failed(String),
+}
+
+impl ClaimError {
+    pub fn message(&self) -> &str {
+        match self {
+            ClaimError::Waiting(m) | ClaimError::Failed(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+const CLAIMS_FILE: &str = "claims.json";
+
+/// The claim a volume uses: `persistentVolumeClaim.claimName`, or a generic ephemeral
+/// volume's `<pod>-<volume>`; with the volume's read-only flag.
+fn claim_of(pod: &Pod, v: &Volume) -> Option<(String, bool)> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some((c.claim_name.clone(), c.read_only.unwrap_or(false)));
+    }
+    v.ephemeral.as_ref().map(|_| (format!("{}-{}", pod.metadata.name.as_deref().unwrap_or_default(), v.name), false))
+}
+
+/// The host directory of `claim`'s volume `pv` on this node (pure: the objects decide).
+pub fn claim_dir(
+    claim_name: &str,
+    claim: Option<&PersistentVolumeClaim>,
+    pv: Option<&PersistentVolume>,
+    node: &str,
+    node_labels: &BTreeMap<String, String>,
+) -> Result<PathBuf, ClaimError> {
+    let Some(claim) = claim else {
+        return Err(ClaimError::Waiting(format!("persistentvolumeclaim {claim_name:?} not found")));
+    };
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Err(ClaimError::Waiting(format!("persistentvolumeclaim {claim_name:?} is being deleted")));
+    }
+    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let phase = claim.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+    if volume_name.is_empty() || phase != "Bound" {
+        return Err(ClaimError::Waiting(format!(
+            "waiting for persistentvolumeclaim {claim_name:?} to be bound (phase {phase})"
+        )));
+    }
+    let Some(pv) = pv else {
+        return Err(ClaimError::Waiting(format!(
+            "persistentvolume {volume_name:?} of persistentvolumeclaim {claim_name:?} not found"
+        )));
+    };
+    let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    if claim_ref.is_none_or(|r| r.uid.is_some() && r.uid != claim.metadata.uid) {
+        return Err(ClaimError::Failed(format!(
+            "persistentvolume {volume_name:?} is not bound to persistentvolumeclaim {claim_name:?}"
+        )));
+    }
+    let spec = pv.spec.clone().unwrap_or_default();
+    let terms = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()).map(|r| &r.node_selector_terms);
+    if let Some(terms) = terms {
+        let fits = terms.iter().any(|t| keelson_scheduler::node_selector::Term::parse(t).matches(node, node_labels));
+        if !fits {
+            return Err(ClaimError::Failed(format!(
+                "persistentvolume {volume_name:?} of persistentvolumeclaim {claim_name:?} cannot be used on node \
+                 {node:?}: its node affinity does not match this node"
+            )));
+        }
+    }
+    let path = match (&spec.local, &spec.host_path) {
+        (Some(l), _) => PathBuf::from(&l.path),
+        (None, Some(h)) => PathBuf::from(&h.path),
+        (None, None) => {
+            return Err(ClaimError::Failed(format!(
+                "persistentvolume {volume_name:?} of persistentvolumeclaim {claim_name:?} has a volume type this \
+                 node does not support (only local and hostPath)"
+            )))
+        }
+    };
+    if !path.is_dir() {
+        return Err(ClaimError::Failed(format!(
+            "persistentvolume {volume_name:?}: {} is not a directory on node {node:?}",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// The pod's claim volumes, resolved (once: then read back from the pod's directory).
+/// A pod without claims costs nothing.
+pub async fn claims(client: &kube::Client, pod: &Pod, node: &str, pod_dir: &Path) -> Result<Claims, ClaimError> {
+    let wanted: Vec<(String, String, bool)> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| claim_of(pod, v).map(|(c, ro)| (v.name.clone(), c, ro)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Claims::new());
+    }
+    let file = pod_dir.join(CLAIMS_FILE);
+    if let Some(known) = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Claims>(&b).ok()) {
+        return Ok(known);
+    }
+    let api_err = |what: &str, e: kube::Error| ClaimError::Waiting(format!("reading {what}: {e}"));
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut labels: Option<BTreeMap<String, String>> = None;
+    let mut out = Claims::new();
+    for (volume, claim_name, read_only) in wanted {
+        let claim = claims
+            .get_opt(&claim_name)
+            .await
+            .map_err(|e| api_err(&format!("persistentvolumeclaim {claim_name:?}"), e))?;
+        let pv_name =
+            claim.as_ref().and_then(|c| c.spec.as_ref()).and_then(|s| s.volume_name.clone()).unwrap_or_default();
+        let pv = match pv_name.is_empty() {
+            true => None,
+            false => {
+                volumes.get_opt(&pv_name).await.map_err(|e| api_err(&format!("persistentvolume {pv_name:?}"), e))?
+            }
+        };
+        if labels.is_none() && pv.is_some() {
+            let n = nodes.get_opt(node).await.map_err(|e| api_err("this node", e))?;
+            labels = Some(n.and_then(|n| n.metadata.labels).unwrap_or_default());
+        }
+        let dir =
+            claim_dir(&claim_name, claim.as_ref(), pv.as_ref(), node, labels.as_ref().unwrap_or(&BTreeMap::new()))?;
+        out.insert(volume, (dir, read_only));
+    }
+    std::fs::create_dir_all(pod_dir).map_err(|e| ClaimError::Failed(format!("{}: {e}", pod_dir.display())))?;
+    let body = serde_json::to_vec(&out).map_err(|e| ClaimError::Failed(e.to_string()))?;
+    let tmp = pod_dir.join(format!(".{CLAIMS_FILE}.new"));
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .map_err(|e| ClaimError::Failed(format!("{}: {e}", file.display())))?;
+    Ok(out)
+}
+
+/// Say why the pod cannot mount its volumes (a `FailedMount` Warning event on the pod).
+pub async fn report_failed_mount(client: &kube::Client, pod: &Pod, node: &str, message: &str) {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "kubelet".into(), instance: Some(node.to_string()) });
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "FailedMount".into(),
+        note: Some(format!("Unable to attach or mount volumes: {message}")),
+        action: "Mount".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &reference).await {
+        tracing::debug!(error = %e, "FailedMount event not recorded");
+    }
+}
+
 /// Make every volume of the pod; their host directories by name.
 pub async fn prepare(
     client: &kube::Client,
@@ -305,6 +495,18 @@ pub async fn prepare(
             out.insert(v.name.clone(), dir);
             continue;
         }
+        if let Some((claim, _)) = claim_of(pod, &v) {
+            // Resolved before the sandbox was made (see [`claims`]).
+            let known = std::fs::read(pod_dir.join(CLAIMS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
+                .and_then(|c| c.get(&v.name).cloned());
+            match known {
+                Some((dir, _)) => out.insert(v.name.clone(), dir),
+                None => return Err(format!("persistentvolumeclaim {claim:?} of volume {:?} is not resolved", v.name)),
+            };
+            continue;
+        }
         match content(client, pod, &v, pod_ip, host_ip).await? {
             Some(files) => {
                 write_dir(&dir, &files)?;
@@ -316,8 +518,22 @@ pub async fn prepare(
     Ok(out)
 }
 
-/// The container's bind mounts: (host path, container path, read-only).
-pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<(PathBuf, String, bool)>, String> {
+/// The container's bind mounts: (host path, container path, read-only). A claim volume
+/// the pod uses read-only (`persistentVolumeClaim.readOnly`) is mounted read-only everywhere.
+pub fn mounts(
+    pod: &Pod,
+    c: &Container,
+    volumes: &HashMap<String, PathBuf>,
+) -> Result<Vec<(PathBuf, String, bool)>, String> {
+    let read_only_claims: Vec<&str> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|v| claim_of(pod, v).is_some_and(|(_, ro)| ro))
+        .map(|v| v.name.as_str())
+        .collect();
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let Some(host) = volumes.get(&m.name) else {
@@ -330,7 +546,8 @@ pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<(
                 std::fs::create_dir_all(&src).map_err(|e| format!("subPath {sub:?}: {e}"))?;
             }
         }
-        out.push((src, m.mount_path.clone(), m.read_only.unwrap_or(false)));
+        let read_only = m.read_only.unwrap_or(false) || read_only_claims.contains(&m.name.as_str());
+        out.push((src, m.mount_path.clone(), read_only));
     }
     Ok(out)
 }
@@ -355,6 +572,101 @@ mod tests {
         assert!(add_items(&mut Files::new(), &data, &missing, 0o644, "cm", false).is_err());
         assert!(add_items(&mut Files::new(), &data, &missing, 0o644, "cm", true).is_ok());
         assert!(safe_rel("/abs").is_err());
+    }
+
+    fn claim(v: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pv(path: &Path, node: &str, uid: &str) -> PersistentVolume {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-u1"},
+            "spec": {"local": {"path": path}, "claimRef": {"namespace": "d", "name": "data", "uid": uid},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_are_waited_for_until_bound_then_their_volumes_used_here_only() {
+        let d = tempfile::tempdir().unwrap();
+        let labels = BTreeMap::from([("kubernetes.io/hostname".to_string(), "n1".to_string())]);
+        let wait = |r: Result<PathBuf, ClaimError>| match r {
+            Err(ClaimError::Waiting(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let fail = |r: Result<PathBuf, ClaimError>| match r {
+            Err(ClaimError::Failed(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(claim_dir("data", None, None, "n1", &labels)), "persistentvolumeclaim \"data\" not found");
+        let pending =
+            claim(serde_json::json!({"metadata": {"name": "data", "uid": "u1"}, "status": {"phase": "Pending"}}));
+        assert_eq!(
+            wait(claim_dir("data", Some(&pending), None, "n1", &labels)),
+            "waiting for persistentvolumeclaim \"data\" to be bound (phase Pending)"
+        );
+        let bound = claim(serde_json::json!({"metadata": {"name": "data", "uid": "u1"},
+            "spec": {"volumeName": "pvc-u1"}, "status": {"phase": "Bound"}}));
+        assert!(wait(claim_dir("data", Some(&bound), None, "n1", &labels)).contains("not found"));
+        let here = pv(d.path(), "n1", "u1");
+        assert_eq!(claim_dir("data", Some(&bound), Some(&here), "n1", &labels).unwrap(), d.path());
+        // Another node's volume, another claim's, an unsupported type, a missing directory.
+        let there = pv(d.path(), "n2", "u1");
+        assert!(fail(claim_dir("data", Some(&bound), Some(&there), "n1", &labels))
+            .contains("cannot be used on node \"n1\""));
+        let theirs = pv(d.path(), "n1", "u2");
+        assert!(fail(claim_dir("data", Some(&bound), Some(&theirs), "n1", &labels)).contains("is not bound to"));
+        let mut nfs = here.clone();
+        nfs.spec.as_mut().unwrap().local = None;
+        nfs.spec.as_mut().unwrap().nfs =
+            Some(serde_json::from_value(serde_json::json!({"server": "s", "path": "/x"})).unwrap());
+        assert!(fail(claim_dir("data", Some(&bound), Some(&nfs), "n1", &labels)).contains("only local and hostPath"));
+        let gone = pv(&d.path().join("nope"), "n1", "u1");
+        assert!(fail(claim_dir("data", Some(&bound), Some(&gone), "n1", &labels)).contains("is not a directory"));
+    }
+
+    #[test]
+    fn read_only_claims_are_mounted_read_only() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {
+            "volumes": [{"name": "ro", "persistentVolumeClaim": {"claimName": "a", "readOnly": true}},
+                        {"name": "rw", "persistentVolumeClaim": {"claimName": "b"}},
+                        {"name": "eph", "ephemeral": {}}],
+            "containers": [{"name": "c", "volumeMounts": [{"name": "ro", "mountPath": "/ro"},
+                {"name": "rw", "mountPath": "/rw"}, {"name": "rw", "mountPath": "/rw2", "readOnly": true}]}]}}))
+        .unwrap();
+        let vols: HashMap<String, PathBuf> =
+            [("ro", "/v/a"), ("rw", "/v/b")].iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let m = mounts(&pod, c, &vols).unwrap();
+        assert_eq!(
+            m,
+            vec![
+                (PathBuf::from("/v/a"), "/ro".to_string(), true),
+                (PathBuf::from("/v/b"), "/rw".to_string(), false),
+                (PathBuf::from("/v/b"), "/rw2".to_string(), true),
+            ]
+        );
+        let eph = &pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[2];
+        assert_eq!(claim_of(&pod, eph), Some(("p-eph".to_string(), false)));
+    }
+
+    #[tokio::test]
+    async fn resolved_claims_are_kept_in_the_pod_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "d"},
+            "spec": {"containers": [], "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+        .unwrap();
+        let known = Claims::from([("data".to_string(), (d.path().join("v"), false))]);
+        std::fs::write(d.path().join(CLAIMS_FILE), serde_json::to_vec(&known).unwrap()).unwrap();
+        // No API server is asked (this client points nowhere).
+        let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        assert_eq!(claims(&client, &pod, "n1", d.path()).await.unwrap(), known);
+        let plain: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": []}})).unwrap();
+        assert!(claims(&client, &plain, "n1", &d.path().join("none")).await.unwrap().is_empty());
+        let vols = prepare(&client, &pod, d.path(), "", "").await.unwrap();
+        assert_eq!(vols["data"], d.path().join("v"));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Worker {
     start_time: String,
     /// Notified when a container's shim ends.
     exited: Arc<tokio::sync::Notify>,
+    /// Why the pod's claim volumes cannot be used, as last said.
+    claims_error: Option<String>,
 }
 
 impl Worker {
@@ -97,6 +99,7 @@ impl Worker {
             last_status: None,
             start_time: crate::kubelet::now(),
             exited: Arc::new(tokio::sync::Notify::new()),
+            claims_error: None,
         }
     }
 
@@ -170,6 +173,12 @@ impl Worker {
             start_time: Some(self.start_time.clone()),
             ..Default::default()
         };
+        // Claim volumes before anything runs (upstream's volume manager): until they can be
+        // used the pod waits in ContainerCreating, saying why.
+        if let Err(e) = volumes::claims(&self.shared.client, pod, &self.shared.cfg.node_name, &self.dir).await {
+            return self.waiting_for_claims(pod, &e, o, next).await;
+        }
+        self.claims_error = None;
         // The sandbox first.
         if self.sandbox.is_none() {
             self.sandbox = sandbox::load(&self.dir).filter(|s| s.netns_path.exists());
@@ -181,7 +190,15 @@ impl Worker {
                     self.sandbox_error = Some(("NetworkNotReady".into(), "the node has no podCIDR yet".into()));
                     *next = Duration::from_millis(250);
                 }
-                Some(cni) => match sandbox::ensure(pod, &self.dir, &cni, &self.shared.cfg.netns_prefix).await {
+                Some(cni) => match sandbox::ensure(
+                    pod,
+                    &self.dir,
+                    &cni,
+                    &self.shared.cfg.netns_prefix,
+                    &self.shared.cluster_dns(&cni),
+                )
+                .await
+                {
                     Ok(s) => {
                         self.sandbox = Some(s);
                         self.sandbox_error = None;
@@ -249,6 +266,37 @@ impl Worker {
             o.containers = main.iter().map(|c| self.observe(c, true)).collect();
         } else {
             o.containers = main.iter().map(|c| self.waiting_status(c, "PodInitializing")).collect();
+        }
+        o
+    }
+
+    /// The status of a pod whose claim volumes are not usable (yet): retried soon; a
+    /// volume that cannot be used here is also a `FailedMount` event and the pod's reason.
+    async fn waiting_for_claims(
+        &mut self,
+        pod: &Pod,
+        e: &volumes::ClaimError,
+        mut o: Observed,
+        next: &mut Duration,
+    ) -> Observed {
+        if self.claims_error.as_deref() != Some(e.message()) {
+            tracing::info!(reason = %e, "the pod waits for its volumes");
+            if let volumes::ClaimError::Failed(m) = e {
+                volumes::report_failed_mount(&self.shared.client, pod, &self.shared.cfg.node_name, m).await;
+            }
+            self.claims_error = Some(e.message().to_string());
+        }
+        *next = (*next).min(Duration::from_secs(1));
+        let spec = pod.spec.clone().unwrap_or_default();
+        let waiting = |c: &Container, reason: &str| {
+            let mut s = self.waiting_status(c, reason);
+            s.state = State::waiting(reason, Some(e.to_string()));
+            s
+        };
+        o.init = spec.init_containers.iter().flatten().map(|c| waiting(c, "PodInitializing")).collect();
+        o.containers = spec.containers.iter().map(|c| waiting(c, "ContainerCreating")).collect();
+        if let volumes::ClaimError::Failed(m) = e {
+            o.sandbox_error = Some(("FailedMount".into(), m.clone()));
         }
         o
     }
@@ -512,7 +560,7 @@ impl Worker {
             volumes::prepare(&self.shared.client, pod, &self.dir, &pod_ip, &host_ip).await.map_err(config_err)?;
         let mut binds: Vec<(PathBuf, String, bool)> =
             sandbox::etc_files(&self.dir).into_iter().map(|(h, p)| (h, p.to_string(), false)).collect();
-        binds.extend(volumes::mounts(c, &volumes).map_err(config_err)?);
+        binds.extend(volumes::mounts(pod, c, &volumes).map_err(config_err)?);
         let cs = bundle::ContainerSpec {
             rootfs: overlay.merged.clone(),
             args,

@@ -204,6 +204,29 @@ impl Runtime {
         }
     }
 
+    /// The command line of an exec streaming into the running container `id` (`kubectl
+    /// exec`): `<runtime> --root R --log LOG --log-format json exec [--tty] ID CMD…`, not
+    /// yet spawned (the caller gives it its stdio); the runtime's own errors go to `log`
+    /// (JSON lines, see [`shim::last_runtime_error`]). With `tty` it runs under `setsid
+    /// --ctty`: a new session whose controlling terminal is its stdin (a pseudo-terminal the
+    /// caller opened), so the runtime sees a terminal, copies its size to the container's
+    /// and hears SIGWINCH when it changes.
+    pub fn exec_command(&self, id: &str, cmd: &[String], tty: bool, log: &Path) -> Command {
+        let mut c = if tty {
+            let mut c = Command::new("setsid");
+            c.args(["--wait", "--ctty"]).arg(&self.binary);
+            c
+        } else {
+            Command::new(&self.binary)
+        };
+        c.arg("--root").arg(&self.root).arg("--log").arg(log).args(["--log-format", "json", "exec"]);
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg(id).args(cmd).kill_on_drop(true);
+        c
+    }
+
     /// Send `signal` ("TERM", "KILL") to the container's process; a container that is gone
     /// or stopped already is fine.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {

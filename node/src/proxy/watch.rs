@@ -1,0 +1,129 @@
+//! Feeding the [`Proxier`] from the API server: reflectors over Services and
+//! EndpointSlices; once both are listed, a sync after every burst of changes (gathered for
+//! [`SETTLE`]; skipped when the table would not change) and a full rewrite every
+//! `resync` (repairing a table someone else changed). A failed sync is retried with
+//! backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Proxier, ProxyError};
+
+/// How long a burst of changes is gathered before one sync.
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// First retry after a failed sync; doubled up to the resync period.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub async fn run(client: kube::Client, mut proxier: Proxier, stop: CancellationToken) -> Result<(), ProxyError> {
+    let resync = proxier.config().resync.max(Duration::from_secs(1));
+    let changed = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    let services = reflect::<Service>(&mut tasks, Api::all(client.clone()), &changed, slim_service);
+    let slices = reflect::<EndpointSlice>(&mut tasks, Api::all(client), &changed, |_| {});
+
+    let synced = async {
+        let _ = services.wait_until_ready().await;
+        let _ = slices.wait_until_ready().await;
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = stop.cancelled() => return Ok(()),
+    }
+    info!(table = %proxier.config().table, "proxy: Services and EndpointSlices listed; programming");
+
+    let mut first = true;
+    let mut retry = RETRY;
+    let mut failed = false;
+    let mut next_resync = Instant::now();
+    let result = loop {
+        let (s, e) = (services.state(), slices.state());
+        let (svcs, eps) = (s.iter().map(|x| x.as_ref()), e.iter().map(|x| x.as_ref()));
+        let full = failed || Instant::now() >= next_resync;
+        let outcome =
+            if full { proxier.sync(svcs, eps).await.map(|()| true) } else { proxier.sync_if_changed(svcs, eps).await };
+        match outcome {
+            Ok(wrote) => {
+                if first {
+                    info!(services = s.len(), slices = e.len(), "proxy: table programmed");
+                }
+                if wrote {
+                    next_resync = Instant::now() + resync;
+                }
+                failed = false;
+                retry = RETRY;
+            }
+            Err(e @ ProxyError::Exec(_)) if first => break Err(e),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?retry, "proxy: sync failed");
+                failed = true;
+            }
+        }
+        first = false;
+        let wake = if failed { Instant::now() + retry } else { next_resync };
+        if failed {
+            retry = (retry * 2).min(resync);
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = stop.cancelled() => break Ok(()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SETTLE) => {}
+            _ = stop.cancelled() => break Ok(()),
+        }
+    };
+    tasks.abort_all();
+    result
+}
+
+/// Run a reflector for `K` (each object passed through `slim` before it is stored) that
+/// notifies `changed` on every event; returns its store.
+fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, changed: &Arc<Notify>, slim: fn(&mut K)) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(move |obj: &mut K| {
+        obj.meta_mut().managed_fields = None;
+        obj.meta_mut().annotations = None;
+        slim(obj);
+    });
+    let stream = reflector::reflector(writer, stream);
+    tasks.spawn(drive(stream, changed.clone(), K::kind(&Default::default()).into_owned()));
+    reader
+}
+
+async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
+where
+    S: Stream<Item = Result<T, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => changed.notify_one(),
+            Err(e) => warn!(%kind, error = %e, "proxy: watch failed; retrying"),
+        }
+    }
+}
+
+/// The proxy reads neither selectors nor status.
+fn slim_service(svc: &mut Service) {
+    svc.status = None;
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.selector = None;
+    }
+}
