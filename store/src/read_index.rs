@@ -34,7 +34,37 @@ impl ReadIndexer {
     }
 }
 
+/// The lowest read index this master serves in its current term.
+///
+/// openraft 0.9 restores a master that was leader when it stopped as leader at once — the
+/// same term, no election — and its commit index is then whatever was last saved, which
+/// can be behind entries the cluster committed and acknowledged before the crash. Its
+/// `get_read_log_id` (the larger of that and a no-op it never appended in this process)
+/// can then be stale: `keelson chaos run` caught a linearizable read, on a leader
+/// restarted after SIGKILL, missing a write acknowledged before the kill. Raft's rule is
+/// that a leader knows the commit index only after committing an entry of its own term;
+/// the equivalent here: the first read of each term in this process pins a floor at the
+/// leader's last log index, which every entry committed before is at or below (Leader
+/// Completeness), and no read of that term is served below it. For a leader that won an
+/// election this costs nothing: its no-op is already at or above the floor.
+#[derive(Debug, Default)]
+pub(crate) struct Floor {
+    term: u64,
+    index: u64,
+}
+
+impl Floor {
+    /// The read index to use for `read` (what openraft says) at `term` with `last_log`.
+    pub(crate) fn apply(&mut self, term: u64, last_log: u64, read: u64) -> u64 {
+        if self.term != term {
+            *self = Floor { term, index: last_log };
+        }
+        read.max(self.index)
+    }
+}
+
 async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationToken) {
+    let mut floor = Floor::default();
     loop {
         let first = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => return },
@@ -44,7 +74,7 @@ async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationT
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let res = round(&router).await;
+        let res = round(&router, &mut floor).await;
         for w in waiters {
             let _ = w.send(res.clone());
         }
@@ -52,12 +82,19 @@ async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationT
 }
 
 /// One confirmation of leadership, here or at the leader.
-pub(crate) async fn round(router: &Router) -> Result<u64> {
+pub(crate) async fn round(router: &Router, floor: &mut Floor) -> Result<u64> {
     let deadline = Instant::now() + router.timeout;
     loop {
         match router.route() {
             Route::Local => match router.raft.get_read_log_id().await {
-                Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
+                Ok((read, _applied)) => {
+                    let (term, last_log) = {
+                        let m = router.raft.metrics();
+                        let m = m.borrow();
+                        (m.current_term, m.last_log_index.unwrap_or(0))
+                    };
+                    return Ok(floor.apply(term, last_log, read.map_or(0, |l| l.index)));
+                }
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
                     tracing::debug!(error = %e, "read index: quorum not reached, retrying");
@@ -94,5 +131,23 @@ async fn ask_leader(router: &Router, addr: &str, deadline: Instant) -> Result<Op
             tracing::debug!(error = %e, "read index from leader failed, retrying");
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Floor;
+
+    #[test]
+    fn a_term_first_read_pins_the_last_log_index() {
+        let mut f = Floor::default();
+        // Restored leader: openraft says 100, the log holds up to 120.
+        assert_eq!(f.apply(4, 120, 100), 120);
+        // Later reads of the same term keep the floor but follow openraft above it.
+        assert_eq!(f.apply(4, 150, 110), 120);
+        assert_eq!(f.apply(4, 150, 140), 140);
+        // A new term pins anew.
+        assert_eq!(f.apply(5, 160, 161), 161);
+        assert_eq!(f.apply(5, 170, 150), 160);
     }
 }
