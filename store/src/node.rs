@@ -92,6 +92,7 @@ impl Core {
                 while members.iter().any(|m| m.id == id) {
                     id = rand::random::<u64>().max(1);
                 }
+                let member = Member { voter: !learner, ..member };
                 self.raft.add_learner(id, member.clone(), false).await.map_err(Self::raft_err)?;
                 tracing::info!(member = %member, id = format_args!("{id:016x}"), learner, "added member as learner");
                 if !learner {
@@ -195,7 +196,7 @@ impl Core {
         loop {
             match self.router.route() {
                 Route::Local => match self.change_members_local(change.clone()).await {
-                    Err(StoreError::Membership(msg)) if msg.contains("forward") || msg.contains("in progress") => {}
+                    Err(StoreError::Membership(msg)) if retryable_change(&msg) => {}
                     other => return other,
                 },
                 Route::Remote { addr, .. } => {
@@ -205,7 +206,7 @@ impl Core {
                     match client.change_members(req).await {
                         Ok(r) => match decode::<ChangeReply>(&r.into_inner().data)? {
                             Err(StoreError::NotLeader { .. }) => {}
-                            Err(StoreError::Membership(msg)) if msg.contains("in progress") => {}
+                            Err(StoreError::Membership(msg)) if retryable_change(&msg) => {}
                             Ok((id, members)) => {
                                 // Committed by the leader; answer once this master sees it
                                 // too, so `member add` here then a join that asks here works.
@@ -224,6 +225,13 @@ impl Core {
             }
         }
     }
+}
+
+/// Membership errors that clear by themselves: the change reached a master that is not
+/// leader any more, or another change (e.g. the bootstrap membership, or a promotion) is
+/// still being committed — openraft allows one at a time.
+fn retryable_change(msg: &str) -> bool {
+    msg.contains("forward") || msg.contains("in progress") || msg.contains("undergoing a configuration change")
 }
 
 /// The store of one master: the contract the API server and the etcd endpoint use.
@@ -396,7 +404,12 @@ impl Store {
                 // Every initial master must initialize with the identical config, so
                 // client addresses are left out here and registered afterwards.
                 .map(|(name, addr)| {
-                    let m = Member { name: name.clone(), peer_addr: addr.clone(), client_addr: String::new() };
+                    let m = Member {
+                        name: name.clone(),
+                        peer_addr: addr.clone(),
+                        client_addr: String::new(),
+                        voter: false,
+                    };
                     (cfg.initial_member_id(name), m)
                 })
                 .collect();
@@ -721,6 +734,18 @@ async fn leadership_task(core: Arc<Core>, tx: watch::Sender<Leadership>) {
                 Ok(leases) => core.lessor.promote(&leases),
                 Err(e) => tracing::error!(error = %e, "cannot load leases on becoming leader"),
             }
+            // Learners added as future voters under an earlier leader: promote them here.
+            let pending: Vec<NodeId> = {
+                let m = rx.borrow();
+                let membership = m.membership_config.membership();
+                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                membership.nodes().filter(|(id, n)| n.voter && !voters.contains(id)).map(|(id, _)| *id).collect()
+            };
+            for id in pending {
+                tracing::info!(id = format_args!("{id:016x}"), "learner awaiting promotion; promoting once caught up");
+                let core = core.clone();
+                tokio::spawn(async move { core.promote_when_caught_up(id).await });
+            }
             tracing::info!(term = now.term, "became leader");
         } else if !now.is_leader && was_leader {
             core.lessor.demote();
@@ -793,14 +818,17 @@ async fn compactor_task(core: Arc<Core>) {
 
 /// Make this master's membership record carry its name and client address.
 async fn register_self_task(core: Arc<Core>) {
-    let me = Member {
+    let mut me = Member {
         name: core.name.clone(),
         peer_addr: core.config.peer_addr.clone(),
         client_addr: core.config.client_addr.clone(),
+        voter: false,
     };
     for attempt in 0u32..600 {
         let current = core.members().into_iter().find(|m| m.id == core.id);
         if let Some(cur) = current {
+            // Keep the promotion intent the record already carries.
+            me.voter = cur.member.voter;
             if cur.member == me {
                 return;
             }

@@ -19,6 +19,11 @@ pub struct Member {
     pub peer_addr: String,
     /// host:port of the etcd v3 endpoint (may be empty until the member has started).
     pub client_addr: String,
+    /// Added as a future voter: it joins as a learner and whichever master leads promotes
+    /// it once it has caught up. Recorded in the membership so a leader change does not
+    /// strand it as a learner (the chaos harness's membership fault found that).
+    #[serde(default)]
+    pub voter: bool,
 }
 
 impl fmt::Display for Member {

@@ -77,7 +77,10 @@ async fn a_new_master_joins_from_a_snapshot_and_can_be_removed() {
     let mut initial = ms[0].config.initial_cluster.clone();
     initial.push(("m4".into(), peer.clone()));
     let (id, members) = s
-        .add_member(Member { name: String::new(), peer_addr: peer.clone(), client_addr: String::new() }, false)
+        .add_member(
+            Member { name: String::new(), peer_addr: peer.clone(), client_addr: String::new(), voter: false },
+            false,
+        )
         .await
         .unwrap();
     assert!(members.iter().any(|m| m.id == id && m.is_learner), "m4 starts as a learner: {members:?}");
@@ -117,6 +120,52 @@ async fn a_new_master_joins_from_a_snapshot_and_can_be_removed() {
     assert!(r.revision > want_rev);
     m4.shutdown().await;
     for m in &ms {
+        m.store.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_voter_is_promoted_by_the_next_leader() {
+    init_tracing();
+    let ms = start_cluster(3, |_| {}).await;
+    let leader = must_leader(&ms).await;
+    tracing::info!("--- add m4 as a future voter, then stop the leader before m4 even starts");
+    let peer = format!("127.0.0.1:{}", free_port());
+    let mut initial = ms[0].config.initial_cluster.clone();
+    initial.push(("m4".into(), peer.clone()));
+    let (id, members) = ms[leader]
+        .store
+        .add_member(
+            Member { name: String::new(), peer_addr: peer.clone(), client_addr: String::new(), voter: false },
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(members.iter().any(|m| m.id == id && m.is_learner && m.member.voter), "{members:?}");
+    ms[leader].store.shutdown().await;
+    let rest: Vec<&Master> = ms.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, m)| m).collect();
+    eventually(WAIT, "a new leader among the other two", || async {
+        rest.iter().any(|m| m.store.leadership().borrow().is_leader).then_some(())
+    })
+    .await;
+    tracing::info!("--- m4 starts; the new leader (not the one that added it) promotes it");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        name: "m4".into(),
+        data_dir: dir.path().to_path_buf(),
+        peer_addr: peer,
+        client_addr: format!("127.0.0.1:{}", free_port()),
+        initial_cluster: initial,
+        initial_cluster_state: ClusterState::Existing,
+        ..StoreConfig::default()
+    };
+    let m4 = within(WAIT, "m4 to open", Store::open(cfg)).await.unwrap();
+    eventually(WAIT, "m4 to be promoted to voter by the new leader", || async {
+        rest[0].store.members().iter().any(|m| m.id == id && !m.is_learner).then_some(())
+    })
+    .await;
+    m4.shutdown().await;
+    for m in rest {
         m.store.shutdown().await;
     }
 }

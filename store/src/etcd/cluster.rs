@@ -31,7 +31,7 @@ impl Cluster for Etcd {
         if !peer_addr.contains(':') {
             return Err(Status::invalid_argument(format!("etcdserver: peer URL {peer:?} has no port")));
         }
-        let new = Member { name: String::new(), peer_addr, client_addr: String::new() };
+        let new = Member { name: String::new(), peer_addr, client_addr: String::new(), voter: false };
         let (id, members) = self.store.add_member(new, req.is_learner).await.map_err(status)?;
         let added = members.iter().find(|m| m.id == id).cloned().map(member);
         Ok(Response::new(pb::MemberAddResponse {
