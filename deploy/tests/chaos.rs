@@ -1,5 +1,6 @@
 //! The chaos CI tier: `keelson chaos run` on 3 masters (a network namespace each) with at
-//! least 20 SIGKILLs of the leader plus pauses and partitions, under the Kubernetes
+//! least 20 SIGKILLs of the leader plus pauses, partitions, membership changes and clock
+//! offsets, under the Kubernetes
 //! traffic profile and the etcd register workload; every checker must pass. The checkers'
 //! ability to fail is tested on hand-made histories in `chaos/src/check/`.
 
@@ -47,7 +48,7 @@ async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
     let report_path = dir.join("report.json");
     let mut child = tokio::process::Command::new(keelson_bin())
         .args(["chaos", "run", "--masters", "3", "--duration", "60s", "--min-leader-kills", "20"])
-        .args(["--faults", "kill-leader=6,kill,pause=2,partition"])
+        .args(["--faults", "kill-leader=6,kill,pause=2,partition,membership=2,clock=2"])
         .args(["--seed", "20261127", "--prefix", "kct", "--dir"])
         .arg(&dir)
         .arg("--report")
@@ -114,6 +115,8 @@ async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
         .map(|k| kinds[*k].as_u64().unwrap_or(0))
         .sum();
     assert!(partitions >= 1, "no partition was injected:\n{text}");
+    assert!(kinds["membership"].as_u64().unwrap_or(0) >= 1, "no membership change was injected:\n{text}");
+    assert!(kinds["clock"].as_u64().unwrap_or(0) >= 1, "no clock offset was injected:\n{text}");
     // The workload really ran: writes through both front doors, watch events, relists.
     let ok = |k: &str| report["ops"][k]["ok"].as_u64().unwrap_or(0);
     assert!(ok("put") > 100 && ok("update") > 100 && ok("get") > 100, "too few operations:\n{text}");

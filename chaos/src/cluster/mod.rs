@@ -489,6 +489,52 @@ impl Cluster {
         self.save()
     }
 
+    /// Start master `i` afresh as a new member of the running cluster: its data directory
+    /// is deleted and it starts with `--initial-cluster-state existing` (the caller has
+    /// removed its old member and added one with its peer address first). Later
+    /// [`Cluster::start`]s restart it from the new data as usual.
+    pub fn rejoin(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        if let Some(p) = self.procs[i].as_mut() {
+            p.try_reap();
+            if p.is_running() {
+                let pid = p.pid;
+                return Err(ClusterError::Spec(format!("{} is still running (pid {pid})", self.name(i))));
+            }
+        }
+        let m = &self.state.masters[i];
+        match std::fs::remove_dir_all(&m.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ClusterError::io(format!("cannot delete {}", m.data_dir.display()), e)),
+        }
+        let mut cmd = self.master_command(i);
+        cmd.args(["--initial-cluster-state", "existing"]);
+        let m = &self.state.masters[i];
+        let p = Proc::spawn(cmd, &m.log, &m.name, m.data_dir.clone())?;
+        self.procs[i] = Some(p);
+        self.save()
+    }
+
+    /// Start master `i` (not running) with more environment, e.g. libfaketime's
+    /// `LD_PRELOAD`/`FAKETIME` for a clock offset. A later [`Cluster::start`] drops it.
+    pub fn start_with_env(&mut self, i: usize, env: &[(String, String)]) -> Result<(), ClusterError> {
+        self.check(i)?;
+        if let Some(p) = self.procs[i].as_mut() {
+            p.try_reap();
+            if p.is_running() {
+                let pid = p.pid;
+                return Err(ClusterError::Spec(format!("{} is already running (pid {pid})", self.name(i))));
+            }
+        }
+        let mut cmd = self.master_command(i);
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let m = &self.state.masters[i];
+        let p = Proc::spawn(cmd, &m.log, &m.name, m.data_dir.clone())?;
+        self.procs[i] = Some(p);
+        self.save()
+    }
+
     /// SIGSTOP master `i`; returns once it is stopped (at most 1 s).
     pub fn pause(&self, i: usize) -> Result<(), ClusterError> {
         let p = self.running_proc(i)?;

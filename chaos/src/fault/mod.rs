@@ -1,6 +1,8 @@
 //! Faults: each a small module, each reversible, each logged with timestamps.
 
+pub mod clock;
 pub mod kill;
+pub mod membership;
 pub mod partition;
 pub mod pause;
 
@@ -29,10 +31,14 @@ pub enum FaultKind {
     PartitionOneWay,
     /// Each master hears only its ring neighbours (5 masters).
     PartitionRing,
+    /// Remove a master, wipe it, add it back as a new member.
+    Membership,
+    /// Restart a master with its wall clock off by 5–60 s, then with the true clock.
+    Clock,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -40,6 +46,8 @@ impl FaultKind {
         FaultKind::PartitionHalves,
         FaultKind::PartitionOneWay,
         FaultKind::PartitionRing,
+        FaultKind::Membership,
+        FaultKind::Clock,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -51,6 +59,8 @@ impl FaultKind {
             FaultKind::PartitionHalves => "partition-halves",
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::PartitionRing => "partition-ring",
+            FaultKind::Membership => "membership",
+            FaultKind::Clock => "clock",
         }
     }
 
@@ -73,7 +83,7 @@ impl fmt::Display for FaultKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
-    #[error("unknown fault {0:?}; known: kill, kill-leader, pause, partition (all kinds), partition-leader, partition-halves, partition-one-way, partition-ring")]
+    #[error("unknown fault {0:?}; known: kill, kill-leader, pause, partition (all kinds), partition-leader, partition-halves, partition-one-way, partition-ring, membership, clock")]
     Unknown(String),
     #[error("bad weight in {0:?}: want NAME or NAME=WEIGHT with WEIGHT 1..=100")]
     Weight(String),
@@ -85,6 +95,10 @@ pub enum FaultError {
     Nft { netns: String, message: String },
     #[error("no leader: {0}")]
     NoLeader(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("membership change: {0}")]
+    Membership(String),
 }
 
 /// A weighted choice of faults, from `kill,kill-leader=3,pause,partition`.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::{self, Verdict};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
-use crate::fault::{kill, partition, pause, FaultError, FaultKind, FaultMix, FaultRecord};
+use crate::fault::{clock, kill, membership, partition, pause, FaultError, FaultKind, FaultMix, FaultRecord};
 use crate::history::{Clock, Event, History};
 use crate::report::{self, Report};
 use crate::workload::{Endpoints, Workload, WorkloadConfig};
@@ -227,6 +227,17 @@ async fn inject(
         FaultKind::KillLeader => {
             let t = leader_or(rng);
             let d = kill::kill_and_restart(cluster, t, ms_between(rng, 200, 1500)).await?;
+            Ok((vec![t], d))
+        }
+        FaultKind::Membership => {
+            let t = rng.gen_range(0..n);
+            let d = membership::remove_and_readd(cluster, t).await?;
+            Ok((vec![t], d))
+        }
+        FaultKind::Clock => {
+            let t = rng.gen_range(0..n);
+            let offset = rng.gen_range(5..=60) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            let d = clock::skew(cluster, t, offset, ms_between(rng, 2000, 4000)).await?;
             Ok((vec![t], d))
         }
         FaultKind::Pause => {
