@@ -12,17 +12,38 @@ use keelson_store::pb::etcdserverpb::{PutRequest, RangeRequest};
 use super::monitor::ask_all;
 use crate::check::Verdict;
 
+/// Keys per page of [`state_hash`] (whole-keyspace answers outgrow gRPC's 4 MiB limit).
+const PAGE: i64 = 100;
+
 /// A hash of the whole keyspace as `channel`'s master holds it at `revision`, read
-/// locally (serializable) so it says what that master applied.
+/// locally (serializable) so it says what that master applied, page by page.
 pub async fn state_hash(channel: &tonic::transport::Channel, revision: i64) -> Option<(u64, usize)> {
     let mut kv = KvClient::new(channel.clone());
-    let req = RangeRequest { key: vec![0], range_end: vec![0], revision, serializable: true, ..Default::default() };
-    let resp = tokio::time::timeout(Duration::from_secs(5), kv.range(req)).await.ok()?.ok()?.into_inner();
     let mut h = DefaultHasher::new();
-    for kv in &resp.kvs {
-        (&kv.key, &kv.value, kv.mod_revision, kv.create_revision, kv.version).hash(&mut h);
+    let mut keys = 0usize;
+    let mut from = vec![0u8];
+    loop {
+        let req = RangeRequest {
+            key: from.clone(),
+            range_end: vec![0],
+            revision,
+            serializable: true,
+            limit: PAGE,
+            ..Default::default()
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(5), kv.range(req)).await.ok()?.ok()?.into_inner();
+        for kv in &resp.kvs {
+            (&kv.key, &kv.value, kv.mod_revision, kv.create_revision, kv.version).hash(&mut h);
+        }
+        keys += resp.kvs.len();
+        match resp.kvs.last() {
+            Some(last) if resp.more => {
+                from = last.key.clone();
+                from.push(0);
+            }
+            _ => return Some((h.finish(), keys)),
+        }
     }
-    Some((h.finish(), resp.kvs.len()))
 }
 
 /// Waits up to `within` for every master to agree; then writes `sentinel`.
