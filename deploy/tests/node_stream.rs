@@ -413,7 +413,7 @@ async fn exec_attach_cp_and_port_forward_on_a_real_node() {
     assert!(err.contains("attaching stdin is not supported"), "{err}");
 
     tracing::info!("--- the Python client: exec and port-forward over WebSocket channels");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/stream_e2e.py");
+    let script = common::manifest_dir().join("tests/python/stream_e2e.py");
     let run = tokio::process::Command::new(python())
         .arg(&script)
         .arg(&kubeconfig)

@@ -29,7 +29,7 @@ async fn the_python_client_works_against_keelson() {
     let py = python();
     let up = Up::start().await;
     let kubeconfig = up.kubeconfig.display().to_string();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_e2e.py");
+    let script = common::manifest_dir().join("tests/python/client_e2e.py");
     let run = Command::new(&py).arg(&script).arg(&kubeconfig).arg("py").kill_on_drop(true).output();
     let out = match tokio::time::timeout(Duration::from_secs(120), run).await {
         Ok(r) => r.expect("run python"),

@@ -90,7 +90,11 @@ impl Registry {
     /// Builds a busybox image and pushes it here as `repo_tag`; returns the digest the
     /// registry gives its manifest.
     fn must_push_busybox(&self, repo_tag: &str) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image.sh");
+        // The runtime variable, not env!(): a test binary reused from a build of another
+        // checkout (a shared CARGO_TARGET_DIR) must look in this one.
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+        let dir = dir.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+        let script = dir.join("../scripts/test-image.sh");
         must_run(Command::new(&script).arg(&self.addr).arg(repo_tag), "scripts/test-image.sh", BUILD_IMAGE);
         let (repo, tag) = repo_tag.rsplit_once(':').expect("repo:tag");
         self.must_manifest_digest(repo, tag)

@@ -20,6 +20,14 @@ use tonic::transport::{Channel, Endpoint};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// This package's directory, as `cargo test` says at run time: `env!` would bake in the
+/// checkout a reused test binary (shared CARGO_TARGET_DIR) was first built from.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn keelson_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_keelson"))
 }

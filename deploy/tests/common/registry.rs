@@ -75,7 +75,7 @@ impl Registry {
 
     /// Build busybox and push it as `repo:tag`; returns `ADDR/repo:tag`.
     pub async fn push_busybox(&self, repo_tag: &str) -> String {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image.sh");
+        let script = super::manifest_dir().join("../scripts/test-image.sh");
         let out = command_in(self.netns.as_deref(), "bash")
             .arg(&script)
             .arg(&self.addr)
