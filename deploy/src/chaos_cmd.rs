@@ -103,6 +103,14 @@ async fn run_one(a: RunArgs) -> Result<()> {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("keelson-chaos-{seed}")),
     };
+    if dir.join("cluster.json").exists() {
+        // Its data would carry an earlier run's keys: the checkers assume a fresh cluster.
+        bail!(
+            "{} holds a cluster from an earlier run (cluster.json); run `keelson cluster down --purge --dir {}` or pick another --dir",
+            dir.display(),
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let binary = std::env::current_exe().context("cannot find the keelson binary")?;
     let mut spec = ClusterSpec::new(a.masters, &dir, binary);
