@@ -8,5 +8,6 @@
 pub mod dns;
 pub mod kubelet;
 pub mod proxy;
+mod reflect;
 pub mod simulate;
 pub mod storage;

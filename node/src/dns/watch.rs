@@ -4,20 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use hickory_server::proto::rr::Name;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::Api;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::records::Table;
 use super::server::TableHandle;
+use crate::reflect::reflect;
 
 /// How long a burst of changes is gathered before one rebuild.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -28,9 +26,9 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub async fn feed(client: kube::Client, zone: Name, table: TableHandle, stop: CancellationToken) {
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let services = reflect::<Service>(&mut tasks, Api::all(client.clone()), &changed, |_| {});
-    let slices = reflect::<EndpointSlice>(&mut tasks, Api::all(client.clone()), &changed, |_| {});
-    let pods = reflect::<Pod>(&mut tasks, Api::all(client), &changed, slim_pod);
+    let services = reflect::<Service>(&mut tasks, Api::all(client.clone()), &changed, |_| {}, "DNS");
+    let slices = reflect::<EndpointSlice>(&mut tasks, Api::all(client.clone()), &changed, |_| {}, "DNS");
+    let pods = reflect::<Pod>(&mut tasks, Api::all(client), &changed, slim_pod, "DNS");
 
     let synced = async {
         let _ = services.wait_until_ready().await;
@@ -63,36 +61,6 @@ pub async fn feed(client: kube::Client, zone: Name, table: TableHandle, stop: Ca
         }
     }
     tasks.abort_all();
-}
-
-/// Run a reflector for `K` (each object passed through `slim` before it is stored) that
-/// notifies `changed` on every event; returns its store.
-fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, changed: &Arc<Notify>, slim: fn(&mut K)) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(move |obj: &mut K| {
-        obj.meta_mut().managed_fields = None;
-        slim(obj);
-    });
-    let stream = reflector::reflector(writer, stream);
-    tasks.spawn(drive(stream, changed.clone(), K::kind(&Default::default()).into_owned()));
-    reader
-}
-
-async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => warn!(%kind, error = %e, "DNS: watch failed; retrying"),
-        }
-    }
 }
 
 /// A Pod as the table needs it: its namespace and name, hostNetwork, phase and addresses.

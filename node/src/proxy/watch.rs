@@ -7,17 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::Api;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::reflect::reflect;
 
 use super::{Proxier, ProxyError};
 
@@ -30,8 +29,8 @@ pub async fn run(client: kube::Client, mut proxier: Proxier, stop: CancellationT
     let resync = proxier.config().resync.max(Duration::from_secs(1));
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let services = reflect::<Service>(&mut tasks, Api::all(client.clone()), &changed, slim_service);
-    let slices = reflect::<EndpointSlice>(&mut tasks, Api::all(client), &changed, |_| {});
+    let services = reflect::<Service>(&mut tasks, Api::all(client.clone()), &changed, slim_service, "proxy");
+    let slices = reflect::<EndpointSlice>(&mut tasks, Api::all(client), &changed, slim_slice, "proxy");
 
     let synced = async {
         let _ = services.wait_until_ready().await;
@@ -89,39 +88,14 @@ pub async fn run(client: kube::Client, mut proxier: Proxier, stop: CancellationT
     result
 }
 
-/// Run a reflector for `K` (each object passed through `slim` before it is stored) that
-/// notifies `changed` on every event; returns its store.
-fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, changed: &Arc<Notify>, slim: fn(&mut K)) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(move |obj: &mut K| {
-        obj.meta_mut().managed_fields = None;
-        obj.meta_mut().annotations = None;
-        slim(obj);
-    });
-    let stream = reflector::reflector(writer, stream);
-    tasks.spawn(drive(stream, changed.clone(), K::kind(&Default::default()).into_owned()));
-    reader
+/// The proxy reads no annotations.
+fn slim_slice(slice: &mut EndpointSlice) {
+    slice.metadata.annotations = None;
 }
 
-async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => warn!(%kind, error = %e, "proxy: watch failed; retrying"),
-        }
-    }
-}
-
-/// The proxy reads neither selectors nor status.
+/// The proxy reads neither annotations, selectors nor status.
 fn slim_service(svc: &mut Service) {
+    svc.metadata.annotations = None;
     svc.status = None;
     if let Some(spec) = svc.spec.as_mut() {
         spec.selector = None;

@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -27,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::volume::{self, ClaimAction, VolumeAction};
 use super::{class, StorageConfig, StorageError, PROVISIONER};
+use crate::reflect::reflect;
 use crate::simulate::retry::{is_conflict, is_not_found, key_backoff, sleep_or_stop, Backoff};
 
 /// A full pass at least this often (retries missed events, finds orphaned directories).
@@ -60,9 +59,10 @@ pub(super) async fn run(client: kube::Client, cfg: StorageConfig, stop: Cancella
         .map_err(|e| StorageError::Setup(format!("creating {}: {e}", cfg.dir.display())))?;
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let claims = reflect::<PersistentVolumeClaim>(&mut tasks, Api::all(client.clone()), &changed);
-    let volumes = reflect::<PersistentVolume>(&mut tasks, Api::all(client.clone()), &changed);
-    let classes = reflect::<StorageClass>(&mut tasks, Api::all(client.clone()), &changed);
+    const NAME: &str = "local-path provisioner";
+    let claims = reflect::<PersistentVolumeClaim>(&mut tasks, Api::all(client.clone()), &changed, |_| {}, NAME);
+    let volumes = reflect::<PersistentVolume>(&mut tasks, Api::all(client.clone()), &changed, |_| {}, NAME);
+    let classes = reflect::<StorageClass>(&mut tasks, Api::all(client.clone()), &changed, |_| {}, NAME);
     tasks.spawn(ensure_class(client.clone(), stop.clone()));
     let synced = async {
         let _ = claims.wait_until_ready().await;
@@ -133,34 +133,6 @@ async fn ensure_class(client: kube::Client, stop: CancellationToken) {
             }
         }
         return;
-    }
-}
-
-/// A reflector for `K` that notifies `changed` on every event; returns its store.
-fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, changed: &Arc<Notify>) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
-    let stream = reflector::reflector(writer, stream);
-    tasks.spawn(drive(stream, changed.clone(), K::kind(&Default::default()).into_owned()));
-    reader
-}
-
-async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => warn!(%kind, error = %e, "local-path provisioner: watch failed; retrying"),
-        }
     }
 }
 
