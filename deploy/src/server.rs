@@ -186,6 +186,8 @@ pub async fn start(
     args: &ServerArgs,
 ) -> Result<(Store, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, crate::api::ApiHandle)> {
     let cfg = args.config()?;
+    // Chaos failpoints (debug builds only; a release build refuses the variable).
+    keelson_store::failpoints::arm_from_env()?;
     let etcd_addr = cfg.client_addr.clone();
     let etcd_listener = tokio::net::TcpListener::bind(&etcd_addr)
         .await
@@ -264,6 +266,10 @@ pub async fn wait_and_shutdown_with(
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
+        why = store.raft_failed() => {
+            tracing::error!(reason = %why, "the store's Raft stopped; exiting (fail-stop) so this master restarts from its durable state");
+            Err(anyhow::anyhow!("the store's Raft stopped: {why}"))
+        }
         r = etcd => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::anyhow!("etcd endpoint failed: {e}")),

@@ -13,6 +13,7 @@ pub mod config;
 mod election_gate;
 pub mod error;
 pub mod etcd;
+pub mod failpoints;
 pub mod keys;
 pub mod lease;
 pub mod log_store;

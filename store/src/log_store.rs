@@ -211,6 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        crate::failpoint!("store::log::append", write_err("failpoint store::log::append"));
         let cf = self.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
@@ -249,6 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        crate::failpoint!("store::log::purge", write_err("failpoint store::log::purge"));
         let logs = self.cf(CF_LOGS)?;
         let meta = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();

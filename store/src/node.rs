@@ -714,6 +714,34 @@ impl Store {
         }
     }
 
+    /// Resolves, with the reason, when Raft stops by itself — a storage error (a failed
+    /// log write or apply), a panic in its core. A master in that state can neither
+    /// write nor serve linearizable reads, so the server exits on it (fail-stop, as etcd
+    /// does on a failed WAL write) and a supervisor restarts it from its durable state.
+    /// Never resolves once [`Store::shutdown`] has begun.
+    pub async fn raft_failed(&self) -> String {
+        let mut rx = self.core.raft.metrics();
+        loop {
+            let failed = rx.borrow_and_update().running_state.as_ref().err().map(|e| e.to_string());
+            if let Some(why) = failed {
+                if !self.core.stop.is_cancelled() {
+                    return why;
+                }
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() && !self.core.stop.is_cancelled() {
+                        return "the Raft core task ended".into();
+                    }
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                _ = self.core.stop.cancelled() => return std::future::pending().await,
+            }
+        }
+    }
+
     /// A token cancelled when the store shuts down.
     pub fn stopped(&self) -> CancellationToken {
         self.core.stop.clone()

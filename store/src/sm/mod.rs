@@ -150,6 +150,7 @@ impl SmShared {
     /// Physically compact up to the logical compact revision, in bounded steps.
     /// Returns the number of history versions removed.
     pub(crate) fn compact_step(&self, max_revs: i64) -> Result<u64> {
+        crate::failpoint!("store::compact", StoreError::Storage("failpoint store::compact".into()));
         let db = self.db();
         let meta = db.load_meta()?;
         if meta.phys_compact >= meta.compact {
@@ -341,6 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        crate::failpoint!("store::apply", sm_err("failpoint store::apply"));
         let db = self.shared.db();
         let mut responses = Vec::new();
         let watched = !self.shared.waiters.is_empty();
@@ -416,6 +418,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, Member>,
         snapshot: Box<SnapshotDir>,
     ) -> SResult<()> {
+        crate::failpoint!("store::snapshot::install", snap_err("failpoint store::snapshot::install"));
         self.install(meta, &snapshot).map_err(|e| {
             tracing::error!(error = %e, "snapshot install failed");
             snap_err(e)
@@ -436,6 +439,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        crate::failpoint!("store::snapshot::build", snap_err("failpoint store::snapshot::build"));
         let (dir, meta) =
             self.prepared.take().ok_or_else(|| snap_err("snapshot builder used twice"))?.map_err(snap_err)?;
         let kept = snapshot::finalize(&self.snap_root, &dir, &meta.snapshot_id).map_err(snap_err)?;
