@@ -27,6 +27,7 @@ mod proposer;
 mod read_index;
 mod router;
 pub mod sm;
+pub(crate) mod stand;
 pub mod trace;
 pub mod types;
 mod validate;

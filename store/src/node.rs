@@ -54,6 +54,7 @@ pub(crate) struct Core {
     pub leadership: watch::Receiver<Leadership>,
     pub stop: CancellationToken,
     pub log_stats: Arc<LogStats>,
+    pub standby: crate::stand::Standby,
 }
 
 impl Core {
@@ -375,6 +376,7 @@ impl Store {
             leadership: lead_rx,
             stop: stop.clone(),
             log_stats,
+            standby: crate::stand::Standby::new(cfg.election_timeout_min),
         });
 
         let svc = PeerServer::new(PeerService { core: core.clone() })
