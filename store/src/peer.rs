@@ -63,11 +63,23 @@ async fn dispatch(core: &Arc<Core>, kind: u32, data: &[u8]) -> Vec<u8> {
     let bad = |e: StoreError| enc(&Err::<(), String>(format!("undecodable peer message: {e}")));
     match Kind::from_u32(kind) {
         Some(Kind::AppendEntries) => match decode::<AppendEntriesRequest<TypeConfig>>(data) {
-            Ok(rpc) => enc(&core.raft.append_entries(rpc).await),
+            Ok(rpc) => {
+                let res = core.raft.append_entries(rpc).await;
+                if matches!(&res, Ok(r) if r.is_success()) {
+                    core.standby.heard_leader();
+                }
+                enc(&res)
+            }
             Err(e) => bad(e),
         },
         Some(Kind::Vote) => match decode::<VoteRequest<NodeId>>(data) {
-            Ok(rpc) => enc(&core.raft.vote(rpc).await),
+            Ok(rpc) => {
+                let res = core.raft.vote(rpc.clone()).await;
+                if let Ok(resp) = &res {
+                    core.standby.after_vote(&core.raft, &rpc, resp).await;
+                }
+                enc(&res)
+            }
             Err(e) => bad(e),
         },
         Some(Kind::Propose) => match decode::<Vec<StoreRequest>>(data) {
@@ -102,14 +114,7 @@ async fn dispatch(core: &Arc<Core>, kind: u32, data: &[u8]) -> Vec<u8> {
             }),
             Err(e) => bad(e),
         },
-        Some(Kind::ReadIndex) => {
-            let res = if core.is_leader() {
-                core.reads.read_index().await
-            } else {
-                Err(StoreError::NotLeader { leader: core.router.leader_id() })
-            };
-            enc(&res)
-        }
+        Some(Kind::ReadIndex) => enc(&core.reads.for_peer().await),
         None => bad(StoreError::InvalidArgument(format!("unknown frame kind {kind}"))),
     }
 }

@@ -1,6 +1,16 @@
 //! Linearizable reads, batched like etcd's read loop: every read that arrives before a
 //! round starts is served by that round's single leadership confirmation. On a
 //! follower the round asks the leader for its read index.
+//!
+//! A leader answers a follower's ask from its own leadership only ([`ReadIndexer::for_peer`]),
+//! never by asking on: a leader that had just been deposed used to queue the ask behind
+//! its own round, which asked the new leader, whose round was waiting on this very ask —
+//! two masters waiting on each other until the 7 s request timeout (`keelson chaos run`
+//! saw every list and watch on a new leader stall 6 s after a leader kill). And an ask
+//! waits at most [`ASK_TIMEOUT`] before the round looks again at who leads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
@@ -14,16 +24,23 @@ use crate::router::{Route, Router};
 
 type Waiter = oneshot::Sender<Result<u64>>;
 
+/// How long a follower waits for the leader's read index before looking again at who
+/// leads (a heartbeat round trip is normal; a leader deposed meanwhile never answers).
+pub(crate) const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub(crate) struct ReadIndexer {
     tx: mpsc::Sender<Waiter>,
+    router: Router,
+    floor: Arc<Mutex<Floor>>,
 }
 
 impl ReadIndexer {
     pub fn start(router: Router, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(router, rx, stop));
-        ReadIndexer { tx }
+        let floor = Arc::new(Mutex::new(Floor::default()));
+        tokio::spawn(run(router.clone(), rx, stop, floor.clone()));
+        ReadIndexer { tx, router, floor }
     }
 
     /// The log index this master must apply before a linearizable read.
@@ -31,6 +48,41 @@ impl ReadIndexer {
         let (tx, rx) = oneshot::channel();
         self.tx.send(tx).await.map_err(|_| StoreError::Shutdown)?;
         rx.await.map_err(|_| StoreError::Shutdown)?
+    }
+
+    /// A follower's ask: this master's read index if it leads and can confirm it now;
+    /// `NotLeader`/`NoLeader` otherwise (the follower asks again, wherever the leader is).
+    pub async fn for_peer(&self) -> Result<u64> {
+        if !matches!(self.router.route(), Route::Local) {
+            return Err(StoreError::NotLeader { leader: self.router.leader_id() });
+        }
+        match local(&self.router, &self.floor).await {
+            Ok(Some(index)) => Ok(index),
+            Ok(None) => Err(StoreError::NotLeader { leader: self.router.leader_id() }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Confirm leadership here: `Ok(None)` when this master does not lead (any more) or a
+/// quorum did not answer this time.
+async fn local(router: &Router, floor: &Mutex<Floor>) -> Result<Option<u64>> {
+    match router.raft.get_read_log_id().await {
+        Ok((read, _applied)) => {
+            let (term, last_log) = {
+                let m = router.raft.metrics();
+                let m = m.borrow();
+                (m.current_term, m.last_log_index.unwrap_or(0))
+            };
+            let mut floor = floor.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(Some(floor.apply(term, last_log, read.map_or(0, |l| l.index))))
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+            tracing::debug!(error = %e, "read index: quorum not reached, retrying");
+            Ok(None)
+        }
+        Err(RaftError::Fatal(_)) => Err(StoreError::Shutdown),
     }
 }
 
@@ -63,8 +115,7 @@ impl Floor {
     }
 }
 
-async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationToken) {
-    let mut floor = Floor::default();
+async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationToken, floor: Arc<Mutex<Floor>>) {
     loop {
         let first = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => return },
@@ -74,7 +125,7 @@ async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationT
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let res = round(&router, &mut floor).await;
+        let res = round(&router, &floor).await;
         for w in waiters {
             let _ = w.send(res.clone());
         }
@@ -82,25 +133,15 @@ async fn run(router: Router, mut rx: mpsc::Receiver<Waiter>, stop: CancellationT
 }
 
 /// One confirmation of leadership, here or at the leader.
-pub(crate) async fn round(router: &Router, floor: &mut Floor) -> Result<u64> {
+pub(crate) async fn round(router: &Router, floor: &Mutex<Floor>) -> Result<u64> {
     let deadline = Instant::now() + router.timeout;
     loop {
         match router.route() {
-            Route::Local => match router.raft.get_read_log_id().await {
-                Ok((read, _applied)) => {
-                    let (term, last_log) = {
-                        let m = router.raft.metrics();
-                        let m = m.borrow();
-                        (m.current_term, m.last_log_index.unwrap_or(0))
-                    };
-                    return Ok(floor.apply(term, last_log, read.map_or(0, |l| l.index)));
+            Route::Local => {
+                if let Some(index) = local(router, floor).await? {
+                    return Ok(index);
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                    tracing::debug!(error = %e, "read index: quorum not reached, retrying");
-                }
-                Err(RaftError::Fatal(_)) => return Err(StoreError::Shutdown),
-            },
+            }
             Route::Remote { addr, .. } => {
                 if let Some(index) = ask_leader(router, &addr, deadline).await? {
                     return Ok(index);
@@ -120,7 +161,7 @@ pub(crate) async fn round(router: &Router, floor: &mut Floor) -> Result<u64> {
 
 /// `Ok(None)` when the leader moved or could not be reached (reads can be retried).
 async fn ask_leader(router: &Router, addr: &str, deadline: Instant) -> Result<Option<u64>> {
-    let left = deadline.saturating_duration_since(Instant::now()).max(std::time::Duration::from_millis(10));
+    let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), ASK_TIMEOUT);
     match router.mux.call(addr, Kind::ReadIndex, encode(&())?, left).await {
         Ok(reply) => match decode::<Result<u64>>(&reply)? {
             Ok(i) => Ok(Some(i)),
