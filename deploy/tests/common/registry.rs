@@ -1,7 +1,6 @@
 //! Debian's `docker-registry` on a loopback port, with a busybox image built from
 //! busybox-static by `scripts/test-image.sh` (umoci + skopeo).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
