@@ -190,4 +190,7 @@ pub struct PodEvent {
     pub owner: String,
     /// False once the pod is deleted or terminating.
     pub live: bool,
+    /// `spec.nodeName` (empty until the scheduler binds it).
+    #[serde(default)]
+    pub node: String,
 }

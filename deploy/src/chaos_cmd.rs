@@ -25,7 +25,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Faults to choose from, optionally weighted: kill, kill-leader, pause, partition
-    /// (= partition-leader, partition-halves, partition-one-way), partition-ring; e.g.
+    /// (= partition-leader, partition-halves, partition-one-way), partition-ring,
+    /// membership, clock, delay, drop, disk-full, fsync, failpoint; e.g.
     /// `kill-leader=3,pause,partition`.
     #[arg(long, default_value = "kill,kill-leader,pause,partition")]
     pub faults: String,
@@ -60,6 +61,13 @@ pub struct RunArgs {
     pub register_clients: usize,
     #[arg(long, default_value_t = 3)]
     pub watchers: usize,
+    /// Simulated nodes (`keelson agent --simulate N`) the scheduler binds the controller
+    /// probe's pods to, for the one-node-per-pod check; 0 for none.
+    #[arg(long, default_value_t = 2)]
+    pub simulate: usize,
+    /// KEELSON_LOG of the masters and the simulated agent (their logs are in --dir).
+    #[arg(long, default_value = "info")]
+    pub master_log: String,
     /// Undisturbed workload before the first fault and after the last heal.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub quiet: Duration,
@@ -124,6 +132,8 @@ async fn run_one(a: RunArgs) -> Result<()> {
         Some(other) => bail!("--network {other}: use netns or loopback"),
     };
     spec.election_timeout_ms = Some(a.election_timeout_ms);
+    spec.simulate = (a.simulate > 0).then_some(a.simulate);
+    spec.log_filter = a.master_log.clone();
     let mut cfg = RunConfig::new(spec, a.duration, faults, seed);
     cfg.kube_clients = a.kube_clients;
     cfg.register_clients = a.register_clients;

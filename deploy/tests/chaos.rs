@@ -1,8 +1,9 @@
 //! The chaos CI tier: `keelson chaos run` on 3 masters (a network namespace each) with at
 //! least 20 SIGKILLs of the leader plus pauses, partitions, membership changes and clock
-//! offsets, under the Kubernetes
-//! traffic profile and the etcd register workload; every checker must pass. The checkers'
-//! ability to fail is tested on hand-made histories in `chaos/src/check/`.
+//! offsets; then the disk and network faults (delay, drop, full disk, failed fsync,
+//! failpoints). Both under the Kubernetes traffic profile and the etcd register workload;
+//! every checker must pass. The checkers' ability to fail is tested on hand-made
+//! histories in `chaos/src/check/`.
 
 mod common;
 
@@ -35,21 +36,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces need root");
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("keelson-chaos-test-{}", std::process::id()));
+/// Runs `keelson chaos run` with `args` in a fresh directory; returns its JSON report and
+/// printed text once every checker passed and it exited 0.
+async fn chaos_run(prefix: &str, args: &[&str], limit: Duration) -> (Value, String) {
+    let dir = std::env::temp_dir().join(format!("keelson-chaos-{prefix}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let guard = Guard { dir: dir.clone() };
     let report_path = dir.join("report.json");
     let mut child = tokio::process::Command::new(keelson_bin())
-        .args(["chaos", "run", "--masters", "3", "--duration", "60s", "--min-leader-kills", "20"])
-        .args(["--faults", "kill-leader=6,kill,pause=2,partition,membership=2,clock=2"])
-        .args(["--seed", "20261127", "--prefix", "kct", "--dir"])
+        .args(["chaos", "run", "--masters", "3"])
+        .args(args)
+        .args(["--prefix", prefix, "--dir"])
         .arg(&dir)
         .arg("--report")
         .arg(&report_path)
@@ -75,11 +73,14 @@ async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
         }
         s
     });
-    let status = match tokio::time::timeout(Duration::from_secs(540), child.wait()).await {
+    let status = match tokio::time::timeout(limit, child.wait()).await {
         Ok(s) => s.expect("wait for keelson chaos run"),
         Err(_) => {
             common::kill_and_reap(&mut child);
-            panic!("keelson chaos run did not finish within 9 minutes; its stderr:\n{}", err.await.unwrap_or_default());
+            panic!(
+                "keelson chaos run {args:?} did not finish within {limit:?}; its stderr:\n{}",
+                err.await.unwrap_or_default()
+            );
         }
     };
     let text = out.await.unwrap_or_default();
@@ -101,7 +102,35 @@ async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
         tail(&log)
     );
     assert!(status.success(), "keelson chaos run exited {status}:\n{text}\n{}", tail(&log));
+    // The workload really ran: writes through both front doors, watch events.
+    let ok = |k: &str| report["ops"][k]["ok"].as_u64().unwrap_or(0);
+    assert!(ok("put") > 100 && ok("update") > 100 && ok("get") > 100, "too few operations:\n{text}");
+    assert!(report["watch_events"].as_u64().unwrap_or(0) > 100, "too few watch events:\n{text}");
+    drop(guard);
+    (report, text)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let (report, text) = chaos_run(
+        "kct",
+        &[
+            "--duration",
+            "60s",
+            "--min-leader-kills",
+            "20",
+            "--faults",
+            "kill-leader=6,kill,pause=2,partition,membership=2,clock=2",
+            "--seed",
+            "20261127",
+        ],
+        Duration::from_secs(540),
+    )
+    .await;
     let faults = report["faults"].as_array().cloned().unwrap_or_default();
     let leader_kills = faults
         .iter()
@@ -117,13 +146,28 @@ async fn twenty_leader_kills_pauses_and_partitions_lose_nothing() {
     assert!(partitions >= 1, "no partition was injected:\n{text}");
     assert!(kinds["membership"].as_u64().unwrap_or(0) >= 1, "no membership change was injected:\n{text}");
     assert!(kinds["clock"].as_u64().unwrap_or(0) >= 1, "no clock offset was injected:\n{text}");
-    // The workload really ran: writes through both front doors, watch events, relists.
-    let ok = |k: &str| report["ops"][k]["ok"].as_u64().unwrap_or(0);
-    assert!(ok("put") > 100 && ok("update") > 100 && ok("get") > 100, "too few operations:\n{text}");
-    assert!(report["watch_events"].as_u64().unwrap_or(0) > 100, "too few watch events:\n{text}");
     // Failover times were measured for every leader kill.
     assert_eq!(report["failover_new_leader"]["count"].as_u64(), Some(leader_kills as u64), "{text}");
-    drop(guard);
+}
+
+/// The disk and network faults: slow and lossy peer links through the TCP proxy, a full
+/// disk, failing fsync and the store's failpoints (this debug build has them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_network_and_failpoint_faults_lose_nothing() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces and tmpfs need root");
+        return;
+    }
+    let (report, text) = chaos_run(
+        "kcs",
+        &["--duration", "50s", "--faults", "delay,drop,disk-full,fsync,failpoint=2", "--seed", "20261128"],
+        Duration::from_secs(420),
+    )
+    .await;
+    let kinds = &report["faults_by_kind"];
+    for k in ["delay", "drop", "disk-full", "fsync", "failpoint"] {
+        assert!(kinds[k].as_u64().unwrap_or(0) >= 1, "no {k} fault was injected:\n{text}");
+    }
 }
 
 fn tail(s: &str) -> String {

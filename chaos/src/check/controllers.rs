@@ -46,13 +46,65 @@ pub fn check(history: &History) -> Verdict {
     v.verdict("one-acting-leader", log.pods.len(), ok)
 }
 
+/// One acting scheduler: a pod, once bound to a node, is never seen on another (a
+/// deposed leader's scheduler binding a pod the new one already placed would show here).
+pub fn check_binding(history: &History) -> Verdict {
+    let mut bound: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut v = Violations::new();
+    let mut flagged: BTreeSet<&str> = BTreeSet::new();
+    for e in &history.controllers.pods {
+        if e.node.is_empty() {
+            continue;
+        }
+        let first = *bound.entry(e.pod.as_str()).or_insert(e.node.as_str());
+        if first != e.node && flagged.insert(e.pod.as_str()) {
+            v.push(format!(
+                "pod {} bound to {first}, then seen on {} at revision {} ({:.3}s)",
+                e.pod,
+                e.node,
+                e.revision,
+                e.at.mono as f64 / 1e9
+            ));
+        }
+    }
+    let ok = format!("{} pods bound, each to one node only", bound.len());
+    v.verdict("one-node-per-pod", bound.len(), ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::history::{ControllerLog, PodEvent, Stamp};
 
     fn pod(at: u64, pod: &str, owner: &str, live: bool) -> PodEvent {
-        PodEvent { at: Stamp { mono: at, wall_ms: 0 }, revision: at as i64, pod: pod.into(), owner: owner.into(), live }
+        on(at, pod, owner, live, "")
+    }
+
+    fn on(at: u64, pod: &str, owner: &str, live: bool, node: &str) -> PodEvent {
+        PodEvent {
+            at: Stamp { mono: at, wall_ms: 0 },
+            revision: at as i64,
+            pod: pod.into(),
+            owner: owner.into(),
+            live,
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn a_pod_bound_once_is_fine() {
+        let h = history(vec![on(1, "a", "rs", true, ""), on(2, "a", "rs", true, "n1"), on(3, "a", "rs", false, "n1")]);
+        let v = check_binding(&h);
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.checked, 1);
+    }
+
+    #[test]
+    fn a_pod_on_two_nodes_fails() {
+        let h = history(vec![on(1, "a", "rs", true, "n1"), on(2, "b", "rs", true, "n2"), on(3, "a", "rs", true, "n2")]);
+        let v = check_binding(&h);
+        assert!(!v.ok);
+        assert!(v.violations[0].contains("pod a bound to n1, then seen on n2"), "{:?}", v.violations);
     }
 
     fn history(pods: Vec<PodEvent>) -> History {

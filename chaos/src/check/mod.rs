@@ -47,6 +47,7 @@ pub fn all(history: &History, linearizability_budget: Duration) -> Vec<Verdict> 
         watch::check(history),
         revisions::check(history),
         controllers::check(history),
+        controllers::check_binding(history),
     ]
 }
 
@@ -172,7 +173,14 @@ mod tests {
             canonical_from: 10,
             controllers: ControllerLog {
                 created: vec![("rs".into(), 1, at(5))],
-                pods: vec![PodEvent { at: at(6), revision: 12, pod: "rs-a".into(), owner: "rs".into(), live: true }],
+                pods: vec![PodEvent {
+                    at: at(6),
+                    revision: 12,
+                    pod: "rs-a".into(),
+                    owner: "rs".into(),
+                    live: true,
+                    node: "n1".into(),
+                }],
             },
         }
     }
@@ -181,7 +189,7 @@ mod tests {
     fn all_pass_on_a_good_history() {
         let verdicts = all(&good(), Duration::from_secs(5));
         let names: Vec<&str> = verdicts.iter().map(|v| v.name).collect();
-        assert_eq!(names, ["linearizable", "acked", "watch", "revisions", "one-acting-leader"]);
+        assert_eq!(names, ["linearizable", "acked", "watch", "revisions", "one-acting-leader", "one-node-per-pod"]);
         for v in &verdicts {
             assert!(v.ok, "{v:?}");
             assert!(v.checked > 0, "{v:?}");
@@ -223,9 +231,22 @@ mod tests {
             pod: "rs-b".into(),
             owner: "rs".into(),
             live: true,
+            node: "n1".into(),
         });
         let failed: Vec<&str> = all(&h, Duration::from_secs(5)).iter().filter(|v| !v.ok).map(|v| v.name).collect();
         assert_eq!(failed, ["one-acting-leader"]);
+        // The one pod seen on a second node.
+        let mut h = good();
+        h.controllers.pods.push(PodEvent {
+            at: at(7),
+            revision: 13,
+            pod: "rs-a".into(),
+            owner: "rs".into(),
+            live: true,
+            node: "n2".into(),
+        });
+        let failed: Vec<&str> = all(&h, Duration::from_secs(5)).iter().filter(|v| !v.ok).map(|v| v.name).collect();
+        assert_eq!(failed, ["one-node-per-pod"]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod netns;
 pub mod process;
 pub mod state;
 pub mod status;
+pub mod tmpfs;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -626,6 +627,13 @@ impl Cluster {
             }
         }
         failed.extend(netns::delete(&self.state.net, self.len()));
+        // A disk-full fault interrupted midway leaves a data dir on a tmpfs: unmount it
+        // (its data copied back to disk first unless purging).
+        for i in 0..self.len() {
+            if let Err(e) = self.release_data_tmpfs(i, !purge) {
+                failed.push(e.to_string());
+            }
+        }
         if purge {
             self.purge_files(&mut failed);
         } else if let Err(e) = self.save() {
@@ -644,6 +652,10 @@ impl Cluster {
             self.state.masters.iter().flat_map(|m| [m.data_dir.clone(), m.log.clone()]).collect();
         paths.extend((0..self.len()).map(|i| self.kubeconfig_path_for(i)));
         paths.extend([self.pki_dir(), self.kubeconfig_path(), self.agent_log_path(), State::path(&self.dir)]);
+        paths.extend(
+            (0..self.len())
+                .flat_map(|i| [self.data_aside_dir(i), self.data_saved_dir(i), self.data_tmpfs_live_marker(i)]),
+        );
         for p in paths {
             let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
             match res {
@@ -813,6 +825,11 @@ impl Drop for Cluster {
         }
         for e in netns::delete(&self.state.net, self.len()) {
             tracing::warn!(error = %e, "cluster teardown");
+        }
+        for i in 0..self.len() {
+            if let Err(e) = self.release_data_tmpfs(i, true) {
+                tracing::warn!(error = %e, "cluster teardown");
+            }
         }
         let _ = self.save();
     }

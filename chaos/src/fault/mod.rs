@@ -1,10 +1,14 @@
 //! Faults: each a small module, each reversible, each logged with timestamps.
 
 pub mod clock;
+pub mod disk;
+pub mod failpoint;
+pub mod fsync;
 pub mod kill;
 pub mod membership;
 pub mod partition;
 pub mod pause;
+pub mod proxy;
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,10 +39,20 @@ pub enum FaultKind {
     Membership,
     /// Restart a master with its wall clock off by 5–60 s, then with the true clock.
     Clock,
+    /// Route one master's peer (Raft) connections through a TCP proxy that delays them.
+    Delay,
+    /// Route one master's peer (Raft) connections through a TCP proxy that loses data.
+    Drop,
+    /// Fill one master's data directory (a small tmpfs) until writes fail with ENOSPC.
+    DiskFull,
+    /// Restart one master under libfiu (`fiu-run`) with fsync/fdatasync failing.
+    Fsync,
+    /// Restart one master with a named store failpoint (`fail` crate) armed.
+    Failpoint,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -48,6 +62,11 @@ impl FaultKind {
         FaultKind::PartitionRing,
         FaultKind::Membership,
         FaultKind::Clock,
+        FaultKind::Delay,
+        FaultKind::Drop,
+        FaultKind::DiskFull,
+        FaultKind::Fsync,
+        FaultKind::Failpoint,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -61,6 +80,11 @@ impl FaultKind {
             FaultKind::PartitionRing => "partition-ring",
             FaultKind::Membership => "membership",
             FaultKind::Clock => "clock",
+            FaultKind::Delay => "delay",
+            FaultKind::Drop => "drop",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::Fsync => "fsync",
+            FaultKind::Failpoint => "failpoint",
         }
     }
 
@@ -71,6 +95,8 @@ impl FaultKind {
                 | FaultKind::PartitionHalves
                 | FaultKind::PartitionOneWay
                 | FaultKind::PartitionRing
+                | FaultKind::Delay
+                | FaultKind::Drop
         )
     }
 }
@@ -83,7 +109,7 @@ impl fmt::Display for FaultKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
-    #[error("unknown fault {0:?}; known: kill, kill-leader, pause, partition (all kinds), partition-leader, partition-halves, partition-one-way, partition-ring, membership, clock")]
+    #[error("unknown fault {0:?}; known: kill, kill-leader, pause, partition (all kinds), partition-leader, partition-halves, partition-one-way, partition-ring, membership, clock, delay, drop, disk-full, fsync, failpoint")]
     Unknown(String),
     #[error("bad weight in {0:?}: want NAME or NAME=WEIGHT with WEIGHT 1..=100")]
     Weight(String),

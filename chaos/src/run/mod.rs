@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::{self, Verdict};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
-use crate::fault::{clock, kill, membership, partition, pause, FaultError, FaultKind, FaultMix, FaultRecord};
+use crate::fault::{
+    clock, disk, failpoint, fsync, kill, membership, partition, pause, proxy, FaultError, FaultKind, FaultMix,
+    FaultRecord,
+};
 use crate::history::{Clock, Event, History};
 use crate::report::{self, Report};
 use crate::workload::{Endpoints, Workload, WorkloadConfig};
@@ -72,6 +75,8 @@ impl RunConfig {
 
 /// How long after a heal the cluster may take to have every master up and a leader.
 const RECOVERY: Duration = Duration::from_secs(30);
+/// At most this long, after a leader fault, for the controllers to act before the next fault.
+const CONTROLLERS_SETTLE: Duration = Duration::from_secs(10);
 
 fn ms_between(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.gen_range(lo..=hi))
@@ -186,13 +191,13 @@ async fn final_state(endpoints: &Endpoints, prefixes: &[String]) -> Result<(Vec<
     Err(RunError::Setup("no master answered the final read within 20 s".into()))
 }
 
-/// Panics in the masters' logs (none are injected by these faults).
+/// Panics in the masters' logs, except those a failpoint fault injected.
 fn panics(cluster: &Cluster) -> Verdict {
     let mut violations = Vec::new();
     for i in 0..cluster.len() {
         let text = std::fs::read_to_string(cluster.log_path(i)).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains("panicked at")) {
-            violations.push(format!("{}: {}", cluster.name(i), line.trim()));
+        for p in uninjected_panics(&text) {
+            violations.push(format!("{}: {p}", cluster.name(i)));
         }
     }
     Verdict {
@@ -206,6 +211,21 @@ fn panics(cluster: &Cluster) -> Verdict {
         },
         violations,
     }
+}
+
+/// The panics in a log, each as its "panicked at" line and the message after it, except
+/// those whose message says a failpoint injected them.
+fn uninjected_panics(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+        let message = lines.get(i + 1).copied().unwrap_or_default();
+        if line.contains(failpoint::INJECTED_PANIC) || message.contains(failpoint::INJECTED_PANIC) {
+            continue;
+        }
+        out.push(format!("{} {}", line.trim(), message.trim()));
+    }
+    out
 }
 
 /// Injects one fault and heals it.
@@ -240,6 +260,11 @@ async fn inject(
             let d = clock::skew(cluster, t, offset, ms_between(rng, 2000, 4000)).await?;
             Ok((vec![t], d))
         }
+        FaultKind::Delay => proxy::delay(cluster, leader, rng, election_ms).await,
+        FaultKind::Drop => proxy::drop_links(cluster, leader, rng, election_ms).await,
+        FaultKind::DiskFull => disk::fill(cluster, leader, rng, election_ms).await,
+        FaultKind::Fsync => fsync::fail(cluster, leader, rng, election_ms).await,
+        FaultKind::Failpoint => failpoint::arm(cluster, leader, rng, election_ms).await,
         FaultKind::Pause => {
             let t = leader_or(rng);
             let d = pause::pause_and_resume(cluster, t, ms_between(rng, election_ms * 3, election_ms * 6)).await?;
@@ -370,6 +395,15 @@ async fn drive(cfg: &RunConfig, cluster: &mut Cluster, election_ms: u64) -> Resu
             ));
             break;
         }
+        // A fault that took the leader is measured alone: the next one waits (bounded)
+        // until the controllers have acted again, so the failover figures of one fault are
+        // not cut short or stretched by the next.
+        if leader_was_target {
+            let deadline = Instant::now() + CONTROLLERS_SETTLE;
+            while !workload.controllers_acted_since(injected.mono) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         tokio::time::sleep(ms_between(&mut rng, 300, 1000)).await;
     }
     // The workload keeps running undisturbed for a while after the last heal.
@@ -431,4 +465,22 @@ async fn drive(cfg: &RunConfig, cluster: &mut Cluster, election_ms: u64) -> Resu
         verdicts,
         String::new(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injected_panics_are_not_violations() {
+        let log = "INFO ok\n\
+                   thread 'tokio-runtime-worker' panicked at /x/fail-0.5.1/src/lib.rs:1:1:\n\
+                   injected failpoint panic store::apply\n\
+                   thread 'main' panicked at store/src/sm/mod.rs:10:5:\n\
+                   index out of bounds\n";
+        let found = uninjected_panics(log);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("index out of bounds"));
+        assert!(uninjected_panics("no panics\n").is_empty());
+    }
 }

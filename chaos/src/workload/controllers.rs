@@ -21,6 +21,8 @@ use crate::history::{Clock, ControllerLog, PodEvent};
 
 /// How many probe ReplicaSets exist at once (older ones are deleted).
 const KEEP: usize = 4;
+/// How long one create may take before the creator moves to the next master.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn replica_set(name: &str) -> ReplicaSet {
     let labels = BTreeMap::from([("probe".to_string(), name.to_string())]);
@@ -57,18 +59,23 @@ pub async fn creator(
 ) {
     let mut n = 0usize;
     let mut made: Vec<String> = Vec::new();
+    let mut failed = false;
     loop {
+        // After a failure, the next master at once: the first ReplicaSet after a fault
+        // should not wait on a dead or paused master.
+        let pause = if failed { Duration::from_millis(20) } else { every };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let master = n % endpoints.len();
         let api: Api<ReplicaSet> = Api::namespaced(endpoints.kube[master].clone(), &namespace);
         let name = format!("probe-{n}");
         n += 1;
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(OP_TIMEOUT, api.create(&PostParams::default(), &replica_set(&name))).await
-        {
+        let made_it =
+            tokio::time::timeout(CREATE_TIMEOUT, api.create(&PostParams::default(), &replica_set(&name))).await;
+        failed = !matches!(made_it, Ok(Ok(_)));
+        if !failed {
             if let Ok(mut l) = log.lock() {
                 l.created.push((name.clone(), 1, clock.now()));
             }
@@ -96,6 +103,7 @@ fn pod_event(p: &Pod, clock: &Clock, deleted: bool) -> PodEvent {
         pod: p.metadata.name.clone().unwrap_or_default(),
         owner,
         live: !deleted && p.metadata.deletion_timestamp.is_none(),
+        node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
     }
 }
 

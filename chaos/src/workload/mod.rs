@@ -107,6 +107,7 @@ pub struct Workload {
     canonical_tasks: JoinSet<()>,
     canonical_from: i64,
     controllers: Arc<Mutex<ControllerLog>>,
+    controller_probe: bool,
 }
 
 /// What a stopped workload recorded.
@@ -222,6 +223,7 @@ impl Workload {
             canonical_tasks,
             canonical_from: from,
             controllers,
+            controller_probe: cfg.controller_probe.is_some(),
         }
     }
 
@@ -242,6 +244,19 @@ impl Workload {
     }
 
     /// The highest revision every canonical watcher has received.
+    /// Have the controllers made a pod for a probe ReplicaSet created at or after `mono`
+    /// (ns on the run's clock)? True when the run has no controller probe.
+    pub fn controllers_acted_since(&self, mono: u64) -> bool {
+        let Ok(log) = self.controllers.lock() else { return true };
+        if !self.controller_probe {
+            return true;
+        }
+        log.created
+            .iter()
+            .filter(|(_, _, at)| at.mono >= mono)
+            .any(|(name, _, _)| log.pods.iter().any(|p| p.live && &p.owner == name))
+    }
+
     pub fn canonical_progress(&self) -> i64 {
         self.canonical.iter().map(|c| c.progress.load(std::sync::atomic::Ordering::SeqCst)).min().unwrap_or(0)
     }
