@@ -77,14 +77,15 @@ impl Standby {
 /// Campaign in a term above the refused candidate's `term`. openraft campaigns in its own
 /// term + 1, and the refusal (by log) did not move our term, so the first try may land
 /// in the candidate's own term, which it has voted itself; its answer moves our term up,
-/// and the next try is above it. A few tries, `quiet / 4` apart, until a leader is known.
+/// and the next try is above it. A few tries, `quiet / 4` apart, until a leader is known
+/// or an election above `term` is under way (ours, or another's we voted for).
 async fn stand(raft: Raft<TypeConfig>, term: u64, quiet: Duration) {
     for _ in 0..3 {
         let (settled, above) = {
             let m = raft.metrics();
             let m = m.borrow();
             let settled = m.state == ServerState::Leader || (m.current_leader.is_some() && m.vote.is_committed());
-            (settled, m.vote.leader_id.term > term && m.vote.leader_id.node_id == m.id)
+            (settled, m.vote.leader_id.term > term)
         };
         if settled {
             return;
