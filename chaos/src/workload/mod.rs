@@ -243,7 +243,6 @@ impl Workload {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// The highest revision every canonical watcher has received.
     /// Have the controllers made a pod for a probe ReplicaSet created at or after `mono`
     /// (ns on the run's clock)? True when the run has no controller probe.
     pub fn controllers_acted_since(&self, mono: u64) -> bool {
@@ -257,6 +256,7 @@ impl Workload {
             .any(|(name, _, _)| log.pods.iter().any(|p| p.live && &p.owner == name))
     }
 
+    /// The highest revision every canonical watcher has received.
     pub fn canonical_progress(&self) -> i64 {
         self.canonical.iter().map(|c| c.progress.load(std::sync::atomic::Ordering::SeqCst)).min().unwrap_or(0)
     }
