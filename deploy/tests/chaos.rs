@@ -168,6 +168,27 @@ async fn disk_network_and_failpoint_faults_lose_nothing() {
     for k in ["delay", "drop", "disk-full", "fsync", "failpoint"] {
         assert!(kinds[k].as_u64().unwrap_or(0) >= 1, "no {k} fault was injected:\n{text}");
     }
+    // The faults took: the disk filled up and fsync failed in the masters' own words (a
+    // proxy fault through which nothing went is an error of the run already).
+    let details = |kind: &str| -> Vec<String> {
+        report["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["kind"] == kind)
+            .map(|f| f["detail"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(
+        details("disk-full").iter().any(|d| d.contains("No space left on device")),
+        "no master logged ENOSPC under disk-full: {:?}",
+        details("disk-full")
+    );
+    assert!(
+        details("fsync").iter().any(|d| d.contains("Input/output error")),
+        "no master logged a failed fsync: {:?}",
+        details("fsync")
+    );
 }
 
 fn tail(s: &str) -> String {

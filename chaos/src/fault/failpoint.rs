@@ -48,9 +48,11 @@ pub async fn arm(
     election_ms: u64,
 ) -> Result<(Vec<usize>, String), FaultError> {
     let n = cluster.len();
+    // Both draws always, so the schedule stays the seed's whether or not a leader is known.
+    let (at_leader, any) = (rng.gen_bool(0.5), rng.gen_range(0..n));
     let t = match leader {
-        Some(l) if rng.gen_bool(0.5) => l,
-        _ => rng.gen_range(0..n),
+        Some(l) if at_leader => l,
+        _ => any,
     };
     let (name, actions) = CHOICES[rng.gen_range(0..CHOICES.len())];
     let value = spec(name, actions);
