@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(build-essential pkg-config clang libclang-dev protobuf-compiler etcd-server etcd-client curl python3-venv
-      runc crun containernetworking-plugins iproute2 docker-registry skopeo umoci busybox-static nftables util-linux faketime)
+      runc crun containernetworking-plugins iproute2 docker-registry skopeo umoci busybox-static nftables util-linux faketime fiu-utils)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
