@@ -61,10 +61,11 @@ pub fn script(senders: &[String]) -> String {
     s
 }
 
-fn nft(netns: &str, script: &str) -> Result<(), FaultError> {
+/// Run `nft -f -` with `script` inside namespace `netns` (the partition and proxy faults).
+pub(crate) fn nft(netns: &str, script: &str) -> Result<(), FaultError> {
     let err = |message: String| FaultError::Nft { netns: netns.to_string(), message };
     let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
+        .arg(format!("--net={}", crate::cluster::netns::netns_path(netns)))
         .args(["nft", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -5,11 +5,8 @@
 //! conntrack would otherwise keep un-NATed. The filter hook (priority 0) runs after the
 //! nat one (-100), so proxied packets, already rewritten to the proxy's address, pass.
 
-use std::io::Write;
 use std::net::SocketAddrV4;
-use std::process::{Command, Stdio};
 
-use crate::cluster::netns::netns_path;
 use crate::fault::FaultError;
 
 /// The table; its own name, so it never touches the partition fault's.
@@ -43,30 +40,9 @@ pub fn script(redirects: &[Redirect]) -> String {
     s
 }
 
-/// Run `nft -f -` with `script` inside namespace `netns`.
-pub fn nft(netns: &str, script: &str) -> Result<(), FaultError> {
-    let err = |message: String| FaultError::Nft { netns: netns.to_string(), message };
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", netns_path(netns)))
-        .args(["nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot run nsenter/nft: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(())
-}
-
 /// Install (or with no redirects remove) the table in `netns`.
 pub fn apply(netns: &str, redirects: &[Redirect]) -> Result<(), FaultError> {
-    nft(netns, &script(redirects))
+    crate::fault::partition::nft(netns, &script(redirects))
 }
 
 #[cfg(test)]
