@@ -23,6 +23,8 @@ pub struct ControllerConfig {
     pub hpa_sync_period: Duration,
     /// `--horizontal-pod-autoscaler-downscale-stabilization`: the default scale-down window.
     pub hpa_downscale_stabilization: Duration,
+    /// Where an object's last write's trace is found: each reconcile continues it.
+    pub write_traces: keelson_scheduler::trace::WriteTraces,
 }
 
 impl Default for ControllerConfig {
@@ -36,6 +38,7 @@ impl Default for ControllerConfig {
             concurrency: 5,
             hpa_sync_period: Duration::from_secs(15),
             hpa_downscale_stabilization: Duration::from_secs(300),
+            write_traces: Default::default(),
         }
     }
 }

@@ -9,6 +9,8 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod expectations;
+pub mod metrics;
+pub mod observe;
 pub mod pods;
 
 pub mod cronjob;

@@ -186,6 +186,7 @@ async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
         ..Default::default()
     };
     keelson_node::kubelet::preflight(&cfg).context("this host cannot run a real node")?;
+    crate::telemetry::register_on_kubelet();
     let stop = CancellationToken::new();
     let task = tokio::spawn(keelson_node::kubelet::run(client, cfg, stop.clone()));
     crate::controllers_cmd::until_signal(task, stop).await

@@ -98,6 +98,10 @@ pub async fn start(
         stop.clone(),
     )?;
     server.register_metric(Box::new(crate::telemetry::spans_dropped().clone()))?;
+    // The leader's loops count into process-wide series: this master's, whichever term.
+    for c in keelson_controllers::metrics::collectors().into_iter().chain(keelson_scheduler::metrics::collectors()) {
+        server.register_metric(c)?;
+    }
     let server_handle = server.clone();
     let task = tokio::spawn(server.clone().serve(listener));
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");

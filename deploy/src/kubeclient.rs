@@ -2,6 +2,8 @@
 //! which are ordinary Kubernetes clients), optionally spread over several API servers
 //! (`--server a,b,c`): requests go to the last master that answered and move on to the
 //! next when a connection fails or a master answers 503 — no load balancer in front.
+//! Each request carries the W3C `traceparent` of the span it is made in, so what a kubelet
+//! or a controller writes joins the trace it works in.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +28,10 @@ pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<kube:
 /// credentials and CA), failing over between them.
 pub async fn connect(path: &Path, context: Option<&str>, servers: &[String]) -> Result<kube::Client> {
     let base = config(path, context).await?;
+    let ns = base.default_namespace.clone();
+    let traced = |c: kube::Client| kube::Client::new(TraceHeaders(c), ns.clone());
     if servers.is_empty() {
-        return kube::Client::try_from(base).context("cannot build a Kubernetes client");
+        return Ok(traced(kube::Client::try_from(base).context("cannot build a Kubernetes client")?));
     }
     let mut clients = Vec::new();
     for s in servers {
@@ -41,11 +45,35 @@ pub async fn connect(path: &Path, context: Option<&str>, servers: &[String]) -> 
         clients.push(kube::Client::try_from(c).with_context(|| format!("cannot build a client for {s}"))?);
     }
     if clients.len() == 1 {
-        return Ok(clients.remove(0));
+        return Ok(traced(clients.remove(0)));
     }
-    let ns = base.default_namespace.clone();
     let svc = Failover { clients: Arc::new(clients), urls: Arc::new(servers.to_vec()), current: Default::default() };
-    Ok(kube::Client::new(svc, ns))
+    Ok(traced(kube::Client::new(svc, ns.clone())))
+}
+
+/// Adds the current span's `traceparent` (when it is sampled) to each request.
+#[derive(Clone)]
+struct TraceHeaders(kube::Client);
+
+impl tower::Service<Request<Body>> for TraceHeaders {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // Called in the caller's span (kube's buffer enters it for the call).
+        if let Some(tp) = keelson_scheduler::trace::traceparent(&tracing::Span::current()) {
+            if let Ok(v) = http::HeaderValue::from_str(&tp) {
+                req.headers_mut().insert("traceparent", v);
+            }
+        }
+        let client = self.0.clone();
+        Box::pin(async move { client.send(req).await })
+    }
 }
 
 async fn config(path: &Path, context: Option<&str>) -> Result<kube::Config> {

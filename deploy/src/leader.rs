@@ -38,6 +38,16 @@ pub fn local_client(server: ApiServer, user: UserInfo, term: Option<u64>) -> kub
     kube::Client::new(svc, "default")
 }
 
+/// The loops find the trace of an object's last write in this master's store (each
+/// master remembers its recent traced writes by revision = `resourceVersion`).
+fn write_traces(store: &Store) -> keelson_scheduler::trace::WriteTraces {
+    let store = store.clone();
+    keelson_scheduler::trace::WriteTraces::new(move |rv| {
+        let w = store.write_trace(rv.parse().ok()?)?;
+        Some((w.context.into_iter().collect(), w.trace_started.elapsed()))
+    })
+}
+
 fn user(name: &str) -> UserInfo {
     // Until RBAC is evaluated (a later issue), the control plane's own identities are
     // cluster admins, like kubeadm's `system:masters` for its components' bootstrap.
@@ -50,7 +60,12 @@ fn user(name: &str) -> UserInfo {
 
 /// Follow this master's leadership until `stop`: run the controllers and the scheduler
 /// for as long as it leads one term.
-pub async fn run(store: Store, server: ApiServer, opts: LeaderOptions, stop: CancellationToken) {
+pub async fn run(store: Store, server: ApiServer, mut opts: LeaderOptions, stop: CancellationToken) {
+    if keelson_store::trace::enabled() {
+        let traces = write_traces(&store);
+        opts.controllers.write_traces = traces.clone();
+        opts.scheduler.write_traces = traces;
+    }
     let mut lead = store.leadership();
     loop {
         let now = lead.borrow_and_update().clone();

@@ -93,7 +93,7 @@ fn main() {
         Cmd::Server(a) => a.name.clone(),
         Cmd::Up(_) => "up".to_string(),
         Cmd::Bench(_) => "bench".to_string(),
-        Cmd::Agent(_) => "agent".to_string(),
+        Cmd::Agent(a) => a.node_name.clone().unwrap_or_else(|| "agent".to_string()),
         Cmd::Controllers(_) => "controllers".to_string(),
         Cmd::Cluster(_) => "cluster".to_string(),
         Cmd::Chaos(_) => "chaos".to_string(),

@@ -42,6 +42,12 @@ pub fn spans_dropped() -> &'static prometheus::IntCounterVec {
     })
 }
 
+/// Put the dropped-span counter on the kubelet's `/metrics` too (an agent exports spans).
+pub fn register_on_kubelet() {
+    // Registered once per process; a second call finds it there.
+    let _ = keelson_node::kubelet::metrics::registry().register(Box::new(spans_dropped().clone()));
+}
+
 /// The exporter's handle: flushed and shut down at exit.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -132,10 +138,15 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
     .context("starting the span export thread")?;
     let provider = SdkTracerProvider::builder().with_span_processor(queue).with_resource(resource).build();
     let tracer = provider.tracer("keelson");
-    // Only keelson's own spans: the exporter's gRPC stack must not trace itself.
+    // Only the spans keelson means for export (the API's and the store's, and the control
+    // loops' and the kubelet's under `keelson::trace`); not the long-lived task spans the
+    // logs use, and not the exporter's own gRPC stack.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(EnvFilter::new("off,keelson=info,keelson_api=info,keelson_store=info"));
+        .with_filter(EnvFilter::new(format!(
+            "off,keelson_api=info,keelson_store=info,{}=info",
+            keelson_scheduler::trace::TARGET
+        )));
     tracing_subscriber::registry().with(fmt).with(otel).init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     keelson_store::trace::install(keelson_store::trace::TraceHooks { inject, adopt });

@@ -125,6 +125,7 @@ async fn start_node(
             return None;
         }
     };
+    crate::telemetry::register_on_kubelet();
     eprintln!("keelson: running node {} in this process (runtime {})", cfg.node_name, cfg.runtime.display());
     let stop = stop.clone();
     Some(tokio::spawn(async move {

@@ -218,29 +218,7 @@ async fn try_scrape(pki: &Path, api: &str) -> Option<std::collections::BTreeMap<
     if code != 200 {
         return None;
     }
-    let python = std::env::var("KEELSON_PYTHON")
-        .unwrap_or_else(|_| format!("{}/.cache/keelson/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
-    let script = "import sys, json\nfrom prometheus_client.parser import text_string_to_metric_families\nout = {}\nfor fam in text_string_to_metric_families(sys.stdin.read()):\n    for s in fam.samples:\n        out[s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else '')] = s.value\nprint(json.dumps(out))\n";
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{python}: {e} (run ./scripts/test.sh to create the venv)"));
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).await.expect("feed the parser");
-    }
-    let out = within(WAIT, "the Prometheus text parser", child.wait_with_output()).await.expect("python");
-    assert!(
-        out.status.success(),
-        "prometheus_client could not parse /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("parser output"))
+    Some(common::telemetry::parse_prometheus(&text).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +261,18 @@ async fn metrics_parse_and_the_raft_metrics_follow_a_leader_change() {
     assert_eq!(before["keelson_raft_has_leader"], 1.0);
     assert!(before["keelson_raft_fsync_duration_seconds_count"] >= 1.0, "{before:#?}");
     assert!(before["keelson_raft_group_commit_batch_size_count"] >= 1.0, "{before:#?}");
-    let leader_scrape = scrape(&pki, &apis[leader]).await;
+    // The leader runs the controllers and the scheduler: their series are there, under
+    // controller-runtime's and kube-scheduler's names (a namespace is reconciled by the
+    // ServiceAccount controller as soon as it starts; the queue gauge is set every second).
+    let leader_scrape = eventually(WAIT, "the leader's controller and scheduler metrics", || async {
+        let m = try_scrape(&pki, &apis[leader]).await?;
+        let sa = r#"controller_runtime_reconcile_total{"controller": "serviceaccount", "result": "success"}"#;
+        (m.get(sa).is_some_and(|v| *v >= 1.0)
+            && m.contains_key(r#"controller_runtime_reconcile_time_seconds_count{"controller": "serviceaccount"}"#)
+            && m.contains_key(r#"scheduler_pending_pods{"queue": "active"}"#))
+        .then_some(m)
+    })
+    .await;
     assert_eq!(leader_scrape["keelson_raft_is_leader"], 1.0);
     // Without credentials: 401, like every other path.
     let (code, _) = curl_api(&pki, false, 15, &apis[follower], &[], "/metrics").await;

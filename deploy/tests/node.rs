@@ -3,7 +3,8 @@
 //! Debian's docker-registry on loopback. Everything the test makes (the bridge, network
 //! namespaces, runc state, mounts, processes) is removed by its guard, failed or not;
 //! traffic goes only to loopback and to pod addresses inside namespaces the agent made
-//! for this test.
+//! for this test. Master and agent export traces to a receiver in the test: a pod's trace
+//! runs from its create through the scheduler's bind into the agent's start of it.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use common::registry::Registry;
 use common::sim::{self, kubelet_cert, must_kubectl};
+use common::telemetry::{client_context, descends, parse_prometheus, tree, Collector};
 use common::{eventually_or, keelson_bin, Cluster};
 use k8s_openapi::api::core::v1::Pod;
 use keelson_node::kubelet::network::NetNs;
@@ -35,6 +37,8 @@ struct Node {
     registry: String,
     /// The kubelet endpoint: port, serving certificate and key, client CA.
     endpoint: [String; 4],
+    /// The OTLP receiver the agent exports spans to.
+    otlp: String,
 }
 
 impl Node {
@@ -55,6 +59,8 @@ impl Node {
             .args(["--insecure-registry", &self.registry, "--restart-backoff", "1s", "--lease-renew-interval", "1s"])
             .args(["--port", &self.endpoint[0], "--tls-cert-file", &self.endpoint[1]])
             .args(["--tls-private-key-file", &self.endpoint[2], "--client-ca-file", &self.endpoint[3]])
+            .args(["--otlp-endpoint", &self.otlp])
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .arg("--root-dir")
             .arg(self.root())
             .env("KEELSON_LOG", std::env::var("KEELSON_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -141,6 +147,69 @@ spec:
     )
 }
 
+/// A pod created with a client's `traceparent`, left to the scheduler: one trace holds its
+/// create and scheduling on the master and the agent's start of it (CNI ADD, the image,
+/// the runtime's `run`, the status write back on the master). The kubelet's `/metrics`
+/// then parses and counts the start.
+async fn traced_start(c: &Cluster, node: &Node, collector: &Collector, pods: &Api<Pod>, image: &str) {
+    let (trace, client_span, traceparent) = client_context();
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "traced"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": image, "command": ["sleep", "3600"]}]}
+    })
+    .to_string();
+    let (code, body) = common::curl_api(
+        &c.pki(),
+        true,
+        15,
+        &c.masters[0].api_addr,
+        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent, "--data", &doc],
+        "/api/v1/namespaces/default/pods",
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    wait_pod(pods, "traced", node, "Running", |s| s["phase"] == "Running").await;
+    let spans = eventually_or(
+        WAIT,
+        "the pod's trace to reach its start on the node and its status write",
+        || {
+            let spans = collector.trace(&trace);
+            let start = spans.iter().find(|s| s.name == "start pod").cloned();
+            let done = start.is_some_and(|st| {
+                ["CNI ADD", "image pull", "runc run"].iter().all(|n| spans.iter().any(|s| &s.name == n && s.parent == st.id))
+                    && spans.iter().any(|s| s.name == "PATCH pods/status" && descends(&spans, s, &st.id))
+            });
+            futures::future::ready(done.then_some(spans))
+        },
+        || format!("spans so far:\n{}{}", tree(&collector.trace(&trace), &client_span, 0), node.log()),
+    )
+    .await;
+    eprintln!("a pod's trace from its create to its start:\n{}", tree(&spans, &client_span, 0));
+    let master = &c.masters[0].name;
+    let schedule = spans
+        .iter()
+        .find(|s| s.name == "schedule pod" && &s.instance == master)
+        .unwrap_or_else(|| panic!("no scheduling span on the master: {spans:#?}"));
+    let start = spans.iter().find(|s| s.name == "start pod").expect("the start span");
+    assert_eq!(start.instance, node.name, "the start span is the agent's");
+    assert_eq!(start.parent, schedule.id, "the node's start continues the scheduler's bind: {spans:#?}");
+    let run = spans.iter().find(|s| s.name == "runc run").expect("the runtime's run");
+    assert_eq!(run.attr("container.runtime.name"), "runc", "{run:?}");
+
+    // The kubelet's /metrics, with the admin certificate (signed by the cluster CA).
+    let pki = c.pki();
+    let url = format!("https://127.0.0.1:{}/metrics", node.endpoint[0]);
+    let mut curl = common::curl_cmd(&pki, true, 15);
+    let out = curl.arg(&url).output().await.expect("curl the kubelet's /metrics");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let m = parse_prometheus(&text).await;
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k} in the kubelet's /metrics:\n{text}"));
+    assert!(get("kubelet_pod_start_duration_seconds_count") >= 1.0, "{text}");
+    assert!(get(r#"kubelet_runtime_operations_total{"operation_type": "run"}"#) >= 1.0, "{text}");
+    assert!(get(r#"keelson_trace_spans_dropped_total{"reason": "queue_full"}"#) >= 0.0);
+}
+
 fn status(p: &Pod) -> Value {
     serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default()
 }
@@ -169,7 +238,9 @@ fn container(s: &Value) -> &Value {
 async fn real_node_runs_pods_in_runc_with_cni() {
     let registry = Registry::start().await;
     let image = registry.push_busybox("keelson/busybox:1").await;
-    let mut c = Cluster::shared_pki(1, &["--cluster-cidr", "10.251.0.0/16"]);
+    let collector = Collector::start().await;
+    let mut c = Cluster::shared_pki(1, &["--cluster-cidr", "10.251.0.0/16", "--otlp-endpoint", &collector.endpoint]);
+    c.masters[0].env = vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into())];
     c.spawn_all();
     c.wait_leader(&[0]).await;
     c.wait_api_settled(1).await;
@@ -189,6 +260,7 @@ async fn real_node_runs_pods_in_runc_with_cni() {
         kubeconfig: kubeconfig.clone(),
         servers: format!("https://127.0.0.1:{},https://{}", common::free_port(), c.masters[0].api_addr),
         registry: registry.addr.clone(),
+        otlp: collector.endpoint.clone(),
     };
     node.start();
     must_kubectl(&kubeconfig, &["create", "configmap", "greeting", "--from-literal=text=hello"], None).await;
@@ -251,6 +323,8 @@ async fn real_node_runs_pods_in_runc_with_cni() {
         logs.split(' ').next().unwrap().parse::<jiff::Timestamp>().is_ok() && logs.ends_with(" serving web\n"),
         "{logs}"
     );
+
+    traced_start(&c, &node, &collector, &pods, &image).await;
 
     // 2. A crashing container restarts with back-off and remembers how it ended.
     let crash = pod_yaml("crash", &image, "Always", "echo about to fail; exit 3");

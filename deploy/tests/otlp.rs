@@ -1,75 +1,24 @@
-//! Traces over OTLP: a small OTLP/gRPC trace receiver (opentelemetry-proto's tonic
-//! service; there is no collector on this machine) collects the spans of three masters
-//! while a client with a `traceparent` creates an object through the leader. One trace
-//! holds the API request span (child of the client's span), the leader's `raft.propose`
-//! (child of the API span) and a `raft.apply` on every master (children of the propose).
+//! Traces over OTLP: a small OTLP/gRPC trace receiver collects the spans of three masters.
+//! A client's create through the leader is one trace: the API request span (child of the
+//! client's span), the leader's `raft.propose` (child of the API span) and a `raft.apply`
+//! on every master (children of the propose). A Deployment's create continues through the
+//! leader's controllers and scheduler: the Deployment's reconcile, its ReplicaSet's create
+//! and reconcile, the pods' creates and each pod's scheduling and binding, one trace.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use common::sim::{self, Agent};
+use common::telemetry::{client_context, descends, tree, Collector, SpanRec};
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-
-/// (service.instance.id, span name, trace id, span id, parent span id) as hex.
-type Seen = Arc<Mutex<Vec<(String, String, String, String, String)>>>;
-
-struct Receiver(Seen);
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut seen = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            let instance = rs
-                .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|a| a.key == "service.instance.id")
-                .and_then(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    seen.push((instance.clone(), s.name, hex(&s.trace_id), hex(&s.span_id), hex(&s.parent_span_id)));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master() {
-    let seen: Seen = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = format!("http://{}", listener.local_addr().unwrap());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn({
-        let stop = stop.clone();
-        let svc = TraceServiceServer::new(Receiver(seen.clone()));
-        async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop.cancelled())
-                .await
-        }
-    });
-
-    let mut c = Cluster::shared_pki(3, &["--otlp-endpoint", &otlp]);
+    let collector = Collector::start().await;
+    let mut c = Cluster::shared_pki(3, &["--otlp-endpoint", &collector.endpoint]);
     let pki: PathBuf = c.pki();
     for m in c.masters.iter_mut() {
         m.env = vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into())];
@@ -78,9 +27,7 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     let leader = c.wait_leader(&[0, 1, 2]).await;
     c.wait_api_settled(3).await;
     let api = c.masters[leader].api_addr.clone();
-    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
-    let client_span = format!("{:016x}", rand::random::<u64>() | 1);
-    let traceparent = format!("traceparent: 00-{trace_id}-{client_span}-01");
+    let (trace_id, client_span, traceparent) = client_context();
     let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced"}}"#;
     let (code, body) = curl_api(
         &pki,
@@ -96,29 +43,25 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     let names: Vec<String> = c.masters.iter().map(|m| m.name.clone()).collect();
     let leader_name = names[leader].clone();
     let spans = eventually(WAIT, "the API, propose and three apply spans of the trace", || {
-        let seen = seen.clone();
-        let names = names.clone();
-        let trace_id = trace_id.clone();
-        async move {
-            let spans: Vec<_> = seen.lock().unwrap().iter().filter(|s| s.2 == trace_id).cloned().collect();
-            let appliers: BTreeSet<&str> = spans.iter().filter(|s| s.1 == "raft.apply").map(|s| s.0.as_str()).collect();
-            let ok = spans.iter().any(|s| s.1 == "raft.propose") && names.iter().all(|n| appliers.contains(n.as_str()));
-            ok.then_some(spans)
-        }
+        let spans = collector.trace(&trace_id);
+        let appliers: BTreeSet<&str> =
+            spans.iter().filter(|s| s.name == "raft.apply").map(|s| s.instance.as_str()).collect();
+        let ok = spans.iter().any(|s| s.name == "raft.propose") && names.iter().all(|n| appliers.contains(n.as_str()));
+        futures::future::ready(ok.then_some(spans.clone()))
     })
     .await;
     let api_span = spans
         .iter()
-        .find(|s| s.0 == leader_name && s.4 == client_span)
+        .find(|s| s.instance == leader_name && s.parent == client_span)
         .unwrap_or_else(|| panic!("no API span on {leader_name} parented on the client's span: {spans:#?}"));
-    assert!(api_span.1.contains("configmaps"), "{api_span:?}");
+    assert!(api_span.name.contains("configmaps"), "{api_span:?}");
     let propose = spans
         .iter()
-        .find(|s| s.1 == "raft.propose" && s.0 == leader_name && s.4 == api_span.3)
+        .find(|s| s.name == "raft.propose" && s.instance == leader_name && s.parent == api_span.id)
         .unwrap_or_else(|| panic!("no raft.propose under the API span: {spans:#?}"));
     for n in &names {
         assert!(
-            spans.iter().any(|s| s.1 == "raft.apply" && &s.0 == n && s.4 == propose.3),
+            spans.iter().any(|s| s.name == "raft.apply" && &s.instance == n && s.parent == propose.id),
             "no raft.apply on {n} under the propose: {spans:#?}"
         );
     }
@@ -127,60 +70,102 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     // Through a follower: its propose forwards to the leader, whose part is a span of the
     // same trace (child of the follower's propose).
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
-    let trace2 = format!("{:032x}", rand::random::<u128>() | 1);
-    let client2 = format!("{:016x}", rand::random::<u64>() | 1);
+    let (trace2, client2, traceparent2) = client_context();
     let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced-2"}}"#;
     let (code, body) = curl_api(
         &pki,
         true,
         15,
         &c.masters[follower].api_addr,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            &format!("traceparent: 00-{trace2}-{client2}-01"),
-            "--data",
-            doc,
-        ],
+        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent2, "--data", doc],
         "/api/v1/namespaces/default/configmaps",
     )
     .await;
     assert_eq!(code, 201, "{body}");
     let follower_name = names[follower].clone();
     let spans = eventually(WAIT, "the follower's propose and the leader's forwarded part", || {
-        let (seen, trace2, leader_name) = (seen.clone(), trace2.clone(), leader_name.clone());
-        async move {
-            let spans: Vec<_> = seen.lock().unwrap().iter().filter(|s| s.2 == trace2).cloned().collect();
-            let ok = spans.iter().any(|s| s.1 == "raft.propose.forwarded" && s.0 == leader_name)
-                && spans.iter().filter(|s| s.1 == "raft.apply").count() >= 3;
-            ok.then_some(spans)
-        }
+        let spans = collector.trace(&trace2);
+        let ok = spans.iter().any(|s| s.name == "raft.propose.forwarded" && s.instance == leader_name)
+            && spans.iter().filter(|s| s.name == "raft.apply").count() >= 3;
+        futures::future::ready(ok.then_some(spans.clone()))
     })
     .await;
     let propose = spans
         .iter()
-        .find(|s| s.1 == "raft.propose" && s.0 == follower_name)
+        .find(|s| s.name == "raft.propose" && s.instance == follower_name)
         .unwrap_or_else(|| panic!("no raft.propose on the follower {follower_name}: {spans:#?}"));
     assert!(
-        spans.iter().any(|s| s.1 == "raft.propose.forwarded" && s.0 == leader_name && s.4 == propose.3),
+        spans.iter().any(|s| s.name == "raft.propose.forwarded" && s.instance == leader_name && s.parent == propose.id),
         "the leader's forwarded span is not under the follower's propose: {spans:#?}"
     );
     eprintln!("through a follower:\n{}", tree(&spans, &client2, 0));
-    stop.cancel();
-    let _ = server.await;
-}
 
-/// The spans under `parent`, indented (the README's example comes from this).
-fn tree(spans: &[(String, String, String, String, String)], parent: &str, depth: usize) -> String {
-    let mut out = String::new();
-    for s in spans.iter().filter(|s| s.4 == parent) {
-        out.push_str(&format!("{}{} [{}]\n", "  ".repeat(depth), s.1, s.0));
-        out.push_str(&tree(spans, &s.3, depth + 1));
+    // A Deployment's create, through a follower, continues on the leader: its reconcile,
+    // the ReplicaSet's create and reconcile, the pods' creates, their scheduling and binds.
+    let kubeconfig = sim::kubeconfig_of(&c.masters[follower].data_dir);
+    let agent = Agent::start(&kubeconfig, None, 2, &[]);
+    let (trace3, client3, traceparent3) = client_context();
+    let doc = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"traced"},"spec":{"replicas":2,"selector":{"matchLabels":{"app":"traced"}},"template":{"metadata":{"labels":{"app":"traced"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (code, body) = curl_api(
+        &pki,
+        true,
+        15,
+        &c.masters[follower].api_addr,
+        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent3, "--data", doc],
+        "/apis/apps/v1/namespaces/default/deployments",
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let spans = eventually_or(
+        Duration::from_secs(60),
+        "the Deployment's trace to reach both pods' bindings",
+        || {
+            let spans = collector.trace(&trace3);
+            let binds = spans.iter().filter(|s| s.name == "schedule pod" && s.attr("scheduler.result") == "scheduled");
+            futures::future::ready((binds.count() >= 2).then_some(spans.clone()))
+        },
+        || format!("spans so far:\n{}\nagent log:\n{}", tree(&collector.trace(&trace3), &client3, 0), agent.log()),
+    )
+    .await;
+    eprintln!("a Deployment's create:\n{}", tree(&spans, &client3, 0));
+    let one = |what: &str, pick: &dyn Fn(&SpanRec) -> bool| -> SpanRec {
+        let found: Vec<&SpanRec> = spans.iter().filter(|s| pick(s)).collect();
+        assert!(!found.is_empty(), "no {what} in the trace:\n{}", tree(&spans, &client3, 0));
+        for s in &found {
+            assert!(descends(&spans, s, &client3), "{what} is not under the client's span: {s:?}");
+        }
+        found[0].clone()
+    };
+    let leader_name = leader_name.as_str();
+    let reconcile = |controller: &'static str| {
+        move |s: &SpanRec| {
+            s.name.starts_with("reconcile ") && s.attr("k8s.controller") == controller && s.instance == leader_name
+        }
+    };
+    let d = one("the Deployment's reconcile on the leader", &reconcile("deployment"));
+    let rs_create = one("the ReplicaSet's create", &|s| s.name == "POST replicasets" && s.instance == leader_name);
+    assert!(descends(&spans, &rs_create, &d.id), "the ReplicaSet's create is not the Deployment reconcile's");
+    let rs = one("the ReplicaSet's reconcile", &reconcile("replicaset"));
+    assert!(descends(&spans, &rs, &rs_create.id), "the ReplicaSet's reconcile does not follow its create");
+    let pod_creates: Vec<&SpanRec> =
+        spans.iter().filter(|s| s.name == "POST pods" && descends(&spans, s, &rs.id)).collect();
+    assert!(pod_creates.len() >= 2, "the pods' creates under the ReplicaSet's reconcile:\n{}", tree(&spans, &client3, 0));
+    let scheduled: Vec<&SpanRec> = spans
+        .iter()
+        .filter(|s| s.name == "schedule pod" && s.attr("scheduler.result") == "scheduled")
+        .collect();
+    for s in &scheduled {
+        assert!(
+            pod_creates.iter().any(|p| descends(&spans, s, &p.id)),
+            "a scheduling span not under a pod's create: {s:?}"
+        );
+        assert!(!s.attr("k8s.node.name").is_empty(), "{s:?}");
+        assert!(
+            spans.iter().any(|b| b.name == "POST pods/binding" && b.parent == s.id),
+            "no binding request under {s:?}"
+        );
     }
-    out
+    drop(agent);
 }
 
 /// `keelson_trace_spans_dropped_total{reason}` from a master's `/metrics`.

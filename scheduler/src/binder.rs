@@ -30,21 +30,32 @@ pub enum BindError {
     Other(String),
 }
 
-pub fn binding(namespace: &str, name: &str, uid: &str, node: &str) -> Binding {
+/// The Binding of a pod to `node`; `traceparent` (the bind's trace) rides along as an
+/// annotation, which the API server copies onto the pod like Kubernetes does.
+pub fn binding(namespace: &str, name: &str, uid: &str, node: &str, traceparent: Option<&str>) -> Binding {
     Binding {
         metadata: ObjectMeta {
             namespace: Some(namespace.to_string()),
             name: Some(name.to_string()),
             uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+            annotations: traceparent
+                .map(|t| [(crate::trace::ANN_TRACEPARENT.to_string(), t.to_string())].into_iter().collect()),
             ..Default::default()
         },
         target: ObjectReference { kind: Some("Node".into()), name: Some(node.to_string()), ..Default::default() },
     }
 }
 
-pub async fn bind(client: kube::Client, namespace: &str, name: &str, uid: &str, node: &str) -> Result<(), BindError> {
+pub async fn bind(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    node: &str,
+    traceparent: Option<&str>,
+) -> Result<(), BindError> {
     let api: Api<Pod> = Api::namespaced(client, namespace);
-    let body = binding(namespace, name, uid, node);
+    let body = binding(namespace, name, uid, node, traceparent);
     let params = PostParams::default();
     let call = api.create_subresource::<_, serde_json::Value>("binding", name, &params, &body);
     match tokio::time::timeout(BIND_TIMEOUT, call).await {
@@ -79,8 +90,9 @@ mod tests {
 
     #[test]
     fn binding_names_the_pod_and_node() {
-        let b = binding("default", "web-1", "u-1", "node-a");
+        let b = binding("default", "web-1", "u-1", "node-a", None);
         let v = serde_json::to_value(&b).unwrap();
+        assert!(v["metadata"].get("annotations").is_none(), "{v}");
         assert_eq!(v["metadata"]["name"], "web-1");
         assert_eq!(v["metadata"]["namespace"], "default");
         assert_eq!(v["metadata"]["uid"], "u-1");
@@ -88,5 +100,12 @@ mod tests {
         assert_eq!(v["target"]["name"], "node-a");
         assert_eq!(v["kind"], "Binding");
         assert_eq!(v["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn a_traced_binding_carries_its_traceparent() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let v = serde_json::to_value(binding("default", "web-1", "u-1", "node-a", Some(tp))).unwrap();
+        assert_eq!(v["metadata"]["annotations"][crate::trace::ANN_TRACEPARENT], tp);
     }
 }

@@ -17,6 +17,8 @@ pub struct SchedulerConfig {
     pub initial_backoff: Duration,
     /// `podMaxBackoffSeconds`.
     pub max_backoff: Duration,
+    /// Where a pod's last write's trace is found: each decision continues it.
+    pub write_traces: crate::trace::WriteTraces,
 }
 
 impl Default for SchedulerConfig {
@@ -27,6 +29,7 @@ impl Default for SchedulerConfig {
             percentage_of_nodes_to_score: None,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            write_traces: Default::default(),
         }
     }
 }

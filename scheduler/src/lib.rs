@@ -18,6 +18,7 @@ pub mod error;
 pub mod framework;
 pub mod informer;
 pub mod labels;
+pub mod metrics;
 pub mod node_info;
 pub mod node_selector;
 pub mod plugins;
@@ -30,6 +31,7 @@ pub mod resources;
 mod run;
 pub mod schedule;
 pub mod snapshot;
+pub mod trace;
 pub mod volumes;
 
 #[cfg(test)]

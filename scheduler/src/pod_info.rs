@@ -75,6 +75,8 @@ pub struct PodInfo {
     /// The claims of its persistentVolumeClaim and ephemeral volumes.
     pub claims: Vec<PodClaim>,
     pub condition: Option<ScheduledCondition>,
+    /// The pod's `resourceVersion` when seen (the write whose trace a decision continues).
+    pub resource_version: String,
 }
 
 impl PodInfo {
@@ -122,6 +124,7 @@ impl PodInfo {
             spread: pod_terms::spread_constraints(pod),
             claims: pod_claims,
             condition,
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
         }
     }
 
@@ -133,7 +136,7 @@ impl PodInfo {
     /// Whether two versions differ in more than their status (an update by the pod's owner,
     /// which may make an unschedulable pod schedulable).
     pub fn differs_beyond_status(&self, other: &PodInfo) -> bool {
-        let strip = |p: &PodInfo| PodInfo { condition: None, ..p.clone() };
+        let strip = |p: &PodInfo| PodInfo { condition: None, resource_version: String::new(), ..p.clone() };
         strip(self) != strip(other)
     }
 }

@@ -89,7 +89,8 @@ impl Reporter {
             tracing::debug!(what, dropped = self.dropped, "too many reports in flight; dropping one");
             return;
         }
-        self.tasks.spawn(task);
+        // In the span of the decision it reports (its trace continues through the write).
+        self.tasks.spawn(tracing::Instrument::in_current_span(task));
     }
 
     fn event(

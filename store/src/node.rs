@@ -462,6 +462,12 @@ impl Store {
         self.core.sm.compact_revision()
     }
 
+    /// The trace context of this master's apply of the write that made `revision`, if that
+    /// write was traced and is among the latest ones (see [`crate::trace::WriteTraces`]).
+    pub fn write_trace(&self, revision: i64) -> Option<crate::trace::WriteTrace> {
+        self.core.sm.write_traces.get(revision)
+    }
+
     /// The store's Prometheus collectors (fsync durations, group-commit batch sizes,
     /// proposal failures), for the API server's `/metrics`.
     pub fn metrics(&self) -> crate::metrics::StoreMetrics {

@@ -57,7 +57,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         .owns_stream(job_stream)
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, state)
+        .run(crate::observe::observed("cronjob", &ctx.config.write_traces, reconcile), error_policy, state)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "cronjob sync");

@@ -74,7 +74,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let sync = run_applier(
         services.clone(),
         vec![service_trigger, pod_trigger(pod_events, services), trigger_channel(ep_changed_rx)],
-        reconcile,
+        crate::observe::observed("endpoints", &ctx.config.write_traces, reconcile),
         state.clone(),
         &ctx.stop,
         concurrency,
@@ -82,7 +82,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let sweep = run_applier(
         endpoints,
         vec![endpoints_trigger, trigger_channel(gone_rx)],
-        orphans::reconcile,
+        crate::observe::observed("endpoints-orphans", &ctx.config.write_traces, orphans::reconcile),
         state,
         &ctx.stop,
         concurrency,

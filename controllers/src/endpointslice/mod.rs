@@ -68,7 +68,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     run_applier(
         services.clone(),
         vec![trigger_self(svc_events), pod_trigger(pod_events, services), slice_trigger],
-        reconcile,
+        crate::observe::observed("endpointslice", &ctx.config.write_traces, reconcile),
         state,
         &ctx.stop,
         ctx.config.concurrency,

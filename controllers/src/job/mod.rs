@@ -130,7 +130,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         .watches_stream(pod_stream, move |pod: Pod| jobs_of(&mapper_state, &pod))
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, state.clone())
+        .run(crate::observe::observed("job", &ctx.config.write_traces, reconcile), error_policy, state.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "job sync");

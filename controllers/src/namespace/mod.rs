@@ -33,7 +33,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let results = Controller::new(api, watcher::Config::default())
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(reconcile, retry_policy, state);
+        .run(crate::observe::observed("namespace", &ctx.config.write_traces, reconcile), retry_policy, state);
     drive(results, &ctx.stop).await;
     Ok(())
 }

@@ -109,7 +109,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let results = controller
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(reconcile, retry_policy, state);
+        .run(crate::observe::observed("node-ipam", &ctx.config.write_traces, reconcile), retry_policy, state);
     drive(results, &ctx.stop).await;
     Ok(())
 }

@@ -68,7 +68,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         .watches_stream(pod_stream, move |pod: Pod| sets_of(&sets, &pod))
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, state)
+        .run(crate::observe::observed("statefulset", &ctx.config.write_traces, reconcile), error_policy, state)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "statefulset sync");

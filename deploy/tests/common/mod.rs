@@ -5,6 +5,7 @@
 
 pub mod registry;
 pub mod sim;
+pub mod telemetry;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

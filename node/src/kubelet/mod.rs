@@ -11,6 +11,7 @@
 pub mod config;
 pub mod image;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod pod;

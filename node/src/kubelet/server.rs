@@ -126,6 +126,22 @@ fn respond(shared: &Shared, req: Request<hyper::body::Incoming>, stop: Cancellat
             _ => full(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"),
         };
     }
+    if path == "/metrics" {
+        if *req.method() != Method::GET {
+            return full(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        return match super::metrics::render() {
+            Ok(text) => {
+                let mut r = full(StatusCode::OK, text);
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            Err(e) => full(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the metrics: {e}\n")),
+        };
+    }
     // Each endpoint: its path's prefix, the names after it, whether it takes POST (the
     // upgrades: older kubectls POST exec and attach).
     const CONTAINER: &str = "{namespace}/{pod}/{container}";

@@ -62,6 +62,8 @@ struct BindOutcome {
     /// The claims the node was selected for before the binding (keys).
     claims: Vec<String>,
     result: Result<(), BindError>,
+    /// The decision's span (its reports join its trace).
+    span: tracing::Span,
 }
 
 /// Keys seen during a relist of one resource (`None` when not relisting).
@@ -212,6 +214,7 @@ impl Scheduler {
             }
         };
         self.binds.abort_all();
+        self.report_pending(true);
         // Watches end when told to stop too; that is not a failure.
         if stop.is_cancelled() {
             return Ok(());
@@ -224,6 +227,16 @@ impl Scheduler {
             self.queue.cluster_event(now);
         }
         self.reporter.reap();
+        self.report_pending(false);
+    }
+
+    /// `scheduler_pending_pods`: this scheduler's queue, or nothing once it stops.
+    fn report_pending(&self, stopped: bool) {
+        let m = crate::metrics::metrics();
+        let (active, backoff) =
+            if stopped { (0, 0) } else { (self.queue.active_len(), self.queue.unschedulable_len()) };
+        m.pending.with_label_values(&["active"]).set(active as i64);
+        m.pending.with_label_values(&["backoff"]).set(backoff as i64);
     }
 
     fn log_stats(&self) {

@@ -7,7 +7,7 @@ use tokio::task::JoinError;
 use tracing::Instrument;
 
 use super::{BindOutcome, Scheduler, ASSUME_TTL};
-use crate::{binder::BindError, plugins::volume_binding, pod_info::PodInfo, queue::Popped};
+use crate::{binder::BindError, metrics::metrics, plugins::volume_binding, pod_info::PodInfo, queue::Popped, trace};
 
 impl Scheduler {
     pub(super) fn schedule_one(&mut self, popped: Popped, now: Instant) {
@@ -17,8 +17,22 @@ impl Scheduler {
             self.queue.unschedulable(&pod.key, now);
             return;
         }
+        // The decision and its binding: a span in the trace of the pod's last write.
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            "scheduler.schedule",
+            otel.name = "schedule pod",
+            k8s.namespace.name = %pod.namespace,
+            k8s.pod.name = %pod.name,
+            k8s.pod.uid = %pod.uid,
+            k8s.node.name = tracing::field::Empty,
+            scheduler.attempts = popped.attempts,
+            scheduler.result = tracing::field::Empty,
+        );
+        self.cfg.write_traces.tie(&span, Some(&pod.resource_version));
         match self.algorithm.schedule(&pod, &self.snapshot) {
             Ok(placement) => {
+                span.record("k8s.node.name", placement.node.as_str());
                 tracing::debug!(
                     pod = %pod.key,
                     node = %placement.node,
@@ -37,22 +51,26 @@ impl Scheduler {
                 for c in &claims {
                     self.snapshot.volumes.assume_selected_node(c, &placement.node);
                 }
-                self.spawn_bind(pod, placement.node, claims);
+                self.spawn_bind(pod, placement.node, claims, span, started);
             }
             Err(fit) => {
                 let message = fit.message();
                 self.stats.unschedulable += 1;
+                span.record("scheduler.result", "unschedulable");
+                metrics().attempt("unschedulable", &self.cfg.scheduler_name, started.elapsed().as_secs_f64());
                 tracing::debug!(pod = %pod.key, attempts = popped.attempts, %message, "pod unschedulable");
                 self.queue.unschedulable(&pod.key, now);
+                // Its condition write joins the trace: the pod's next attempt continues it.
+                let _in = span.enter();
                 self.reporter.failed(&pod, "Unschedulable", &message);
             }
         }
     }
 
-    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String, claims: Vec<String>) {
+    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String, claims: Vec<String>, span: tracing::Span, started: Instant) {
         let client = self.client.clone();
-        let span = tracing::debug_span!("bind", pod = %pod.key, node = %node);
         let (p, n, cs) = (pod.clone(), node.clone(), claims.clone());
+        let profile = self.cfg.scheduler_name.clone();
         let handle = self.binds.spawn(
             async move {
                 // VolumeBinding's PreBind: the claims name the node before the pod does.
@@ -65,9 +83,21 @@ impl Scheduler {
                     }
                 }
                 if result.is_ok() {
-                    result = crate::binder::bind(client, &p.namespace, &p.name, &p.uid, &n).await;
+                    // The kubelet continues this trace from the pod's annotation.
+                    let tp = trace::traceparent(&tracing::Span::current());
+                    result = crate::binder::bind(client, &p.namespace, &p.name, &p.uid, &n, tp.as_deref()).await;
                 }
-                BindOutcome { pod: p, node: n, claims: cs, result }
+                let outcome = match &result {
+                    Ok(()) => "scheduled",
+                    // A pod bound or deleted meanwhile is not the scheduler's error.
+                    Err(BindError::Conflict(_) | BindError::NotFound(_)) => "conflict",
+                    Err(_) => "error",
+                };
+                tracing::Span::current().record("scheduler.result", outcome);
+                if outcome != "conflict" {
+                    metrics().attempt(outcome, &profile, started.elapsed().as_secs_f64());
+                }
+                BindOutcome { pod: p, node: n, claims: cs, result, span: tracing::Span::current() }
             }
             .instrument(span),
         );
@@ -82,14 +112,17 @@ impl Scheduler {
             }
             Err(e) => {
                 let Some((pod, node, claims)) = self.bind_tasks.remove(&e.id()) else { return };
-                BindOutcome { pod, node, claims, result: Err(BindError::Other(format!("binding task failed: {e}"))) }
+                let result = Err(BindError::Other(format!("binding task failed: {e}")));
+                BindOutcome { pod, node, claims, result, span: tracing::Span::none() }
             }
         };
         self.on_bound(outcome, now);
     }
 
-    fn on_bound(&mut self, BindOutcome { pod, node, claims, result }: BindOutcome, now: Instant) {
+    fn on_bound(&mut self, BindOutcome { pod, node, claims, result, span }: BindOutcome, now: Instant) {
         let key = &pod.key;
+        // The reports (event, condition) are the decision's: in its span.
+        let _in = span.enter();
         if result.is_err() {
             for c in &claims {
                 self.snapshot.volumes.forget_selected_node(c, &node);

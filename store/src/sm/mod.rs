@@ -21,7 +21,9 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::error::{Result, StoreError};
 use crate::lease::Lessor;
-use crate::types::{CommandResult, Member, NodeId, ProposalResult, RangeRequest, RangeResult, RequestId, TypeConfig};
+use crate::types::{
+    CommandResult, Member, NodeId, OpResult, ProposalResult, RangeRequest, RangeResult, RequestId, TypeConfig,
+};
 use crate::watch::WatchHub;
 use apply::Applier;
 pub use db::RevEvents;
@@ -59,6 +61,8 @@ pub struct SmShared {
     /// Commands whose proposer waits for this master's apply of them (writes forwarded
     /// to the leader, and the leader's own).
     pub(crate) waiters: Waiters,
+    /// This master's apply-span context of recent traced writes, by revision.
+    pub(crate) write_traces: crate::trace::WriteTraces,
     dirs: SmDirs,
 }
 
@@ -218,6 +222,7 @@ impl StateMachineStore {
             lessor,
             compacted: Notify::new(),
             waiters: Waiters::default(),
+            write_traces: Default::default(),
             dirs,
         });
         Ok(StateMachineStore { shared, meta })
@@ -369,6 +374,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         });
                         let _entered = span.as_ref().map(|s| s.enter());
                         let r = applier.apply(req, term).map_err(sm_err)?;
+                        if span.is_some() {
+                            if let CommandResult::Txn(t) = &r {
+                                // Only a write made this revision (a read-only txn reports the current one).
+                                let wrote = t.responses.iter().any(|o| match o {
+                                    OpResult::Put { .. } => true,
+                                    OpResult::Delete { deleted, .. } => *deleted > 0,
+                                    OpResult::Range(_) => false,
+                                });
+                                if wrote {
+                                    self.shared.write_traces.record(t.revision, crate::trace::current());
+                                }
+                            }
+                        }
                         if let (true, Some(origin)) = (watched, req.origin) {
                             waited.push((origin, r.clone()));
                         }

@@ -141,7 +141,12 @@ impl ImageStore {
     ///
     /// # Errors
     /// See [`ImageError`]; [`ImageError::reason`] gives the kubelet's waiting reason.
-    #[tracing::instrument(skip(self), fields(root = %self.inner.layout.root().display()))]
+    #[tracing::instrument(
+        target = "keelson::trace",
+        name = "image.ensure",
+        skip(self),
+        fields(otel.name = "image pull", container.image.name = image, root = %self.inner.layout.root().display())
+    )]
     pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<Image, ImageError> {
         let reference = reference::parse(image)?;
         let name = reference.whole();

@@ -384,7 +384,12 @@ impl Cni {
     /// plugin, for one, leaves its veth behind when IPAM fails) and the plugin's error
     /// returned. ADD twice for one container is therefore a caller bug: the second
     /// fails and takes the first attachment down with it.
-    #[tracing::instrument(skip(self, pod), fields(pod = %format_args!("{}/{}", pod.namespace, pod.name)))]
+    #[tracing::instrument(
+        target = "keelson::trace",
+        name = "cni.add",
+        skip(self, pod),
+        fields(otel.name = "CNI ADD", pod = %format_args!("{}/{}", pod.namespace, pod.name))
+    )]
     pub async fn add(
         &self,
         container_id: &str,

@@ -7,6 +7,7 @@ pub mod container;
 pub mod probe;
 pub mod sandbox;
 pub mod spec;
+mod start;
 pub mod status;
 pub mod volumes;
 pub mod worker;

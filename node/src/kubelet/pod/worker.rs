@@ -15,11 +15,13 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::container::{self, Record, Terminated};
 use super::probe::{Kind, Tracker};
 use super::sandbox::{self, Sandbox};
 use super::spec;
+use super::start::StartTrace;
 use super::status::{self, ContainerStatus, Observed, State};
 use super::volumes;
 use super::Shared;
@@ -82,6 +84,8 @@ pub struct Worker {
     exited: Arc<tokio::sync::Notify>,
     /// Why the pod's claim volumes cannot be used, as last said.
     claims_error: Option<String>,
+    /// The pod's start: its span and its duration.
+    start: StartTrace,
 }
 
 impl Worker {
@@ -100,6 +104,7 @@ impl Worker {
             start_time: crate::kubelet::now(),
             exited: Arc::new(tokio::sync::Notify::new()),
             claims_error: None,
+            start: StartTrace::new(),
         }
     }
 
@@ -108,7 +113,10 @@ impl Worker {
         loop {
             let pod = rx.borrow_and_update().clone();
             let wait = match &pod {
-                Some(p) if p.metadata.deletion_timestamp.is_none() => self.sync(p).await,
+                Some(p) if p.metadata.deletion_timestamp.is_none() => match self.start.span_for(p) {
+                    Some(span) => self.sync(p).instrument(span).await,
+                    None => self.sync(p).await,
+                },
                 _ => {
                     self.terminate(pod.as_deref(), &stop).await;
                     return;
@@ -136,11 +144,13 @@ impl Worker {
             if !self.finished {
                 self.release().await;
             }
+            self.start.observe_phase(phase.unwrap_or("Succeeded"));
             return Duration::from_secs(3600);
         }
         let mut next = Duration::from_secs(30);
         let observed = self.drive(pod, &mut next).await;
         self.write_status(pod, &observed).await;
+        self.start.observe_phase(status::phase(&observed));
         next
     }
 
@@ -592,6 +602,7 @@ impl Worker {
             last: ended.cloned(),
         };
         container::save(&self.dir, &c.name, &rec).map_err(|e| fail(format!("recording the container: {e}")))?;
+        self.start.container_started();
         match self.shared.runtime.start(&id, &files, self.exited.clone()).await {
             Ok(Started::Running { .. }) => rec.started_at = Some(crate::kubelet::now()),
             // It ran, briefly, or it could not start (then the runtime said why).

@@ -112,6 +112,14 @@ impl Runtime {
     }
 
     async fn command(&self, args: &[&str]) -> Result<String, RuntimeError> {
+        let op = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or("version");
+        let started = std::time::Instant::now();
+        let r = self.command_untimed(args).await;
+        crate::kubelet::metrics::metrics().runtime_op(op, started.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn command_untimed(&self, args: &[&str]) -> Result<String, RuntimeError> {
         let shown = format!("{} {}", self.binary.display(), args.join(" "));
         let out = Command::new(&self.binary)
             .arg("--root")
@@ -132,7 +140,24 @@ impl Runtime {
     /// Start container `id` from the bundle in `files` (already written) under a new shim,
     /// and wait until its process runs or it has ended. `on_exit` is notified when the shim
     /// ends (its exit record is written by then).
+    ///
+    /// The shim runs `<runtime> run` (create and start in one): traced as `runtime.run`
+    /// and timed as the `run` operation.
+    #[tracing::instrument(
+        target = "keelson::trace",
+        name = "runtime.run",
+        skip(self, files, on_exit),
+        fields(otel.name = "runc run", container.id = id, container.runtime.name = %self.name())
+    )]
     pub async fn start(&self, id: &str, files: &InstanceFiles, on_exit: Arc<Notify>) -> Result<Started, RuntimeError> {
+        let started = std::time::Instant::now();
+        let r = self.start_untimed(id, files, on_exit).await;
+        let ok = matches!(r, Ok(Started::Running { .. }));
+        crate::kubelet::metrics::metrics().runtime_op("run", started.elapsed(), ok);
+        r
+    }
+
+    async fn start_untimed(&self, id: &str, files: &InstanceFiles, on_exit: Arc<Notify>) -> Result<Started, RuntimeError> {
         let args = ShimArgs {
             runtime: self.binary.clone(),
             root: self.root.clone(),
@@ -180,6 +205,13 @@ impl Runtime {
 
     /// Run `cmd` in the running container `id` (an exec probe); its exit code.
     pub async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<i32, RuntimeError> {
+        let started = std::time::Instant::now();
+        let r = self.exec_untimed(id, cmd, timeout).await;
+        crate::kubelet::metrics::metrics().runtime_op("exec", started.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn exec_untimed(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<i32, RuntimeError> {
         let shown = format!("{} exec {id} {}", self.binary.display(), cmd.join(" "));
         if cmd.is_empty() {
             return Err(RuntimeError::Command { command: shown, message: "no command".into() });
