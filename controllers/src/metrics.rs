@@ -28,7 +28,10 @@ pub fn metrics() -> &'static Metrics {
         )
         .expect("literal metric options"),
         errors: IntCounterVec::new(
-            Opts::new("controller_runtime_reconcile_errors_total", "Total number of reconciliation errors per controller"),
+            Opts::new(
+                "controller_runtime_reconcile_errors_total",
+                "Total number of reconciliation errors per controller",
+            ),
             &["controller"],
         )
         .expect("literal metric options"),

@@ -46,7 +46,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         )
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed("root-ca-certificate-publisher", &ctx.config.write_traces, reconcile), retry_policy, state);
+        .run(
+            crate::observe::observed("root-ca-certificate-publisher", &ctx.config.write_traces, reconcile),
+            retry_policy,
+            state,
+        );
     drive(results, &ctx.stop).await;
     Ok(())
 }

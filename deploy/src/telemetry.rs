@@ -141,12 +141,10 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
     // Only the spans keelson means for export (the API's and the store's, and the control
     // loops' and the kubelet's under `keelson::trace`); not the long-lived task spans the
     // logs use, and not the exporter's own gRPC stack.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(EnvFilter::new(format!(
-            "off,keelson_api=info,keelson_store=info,{}=info",
-            keelson_scheduler::trace::TARGET
-        )));
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new(format!(
+        "off,keelson_api=info,keelson_store=info,{}=info",
+        keelson_scheduler::trace::TARGET
+    )));
     tracing_subscriber::registry().with(fmt).with(otel).init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     keelson_store::trace::install(keelson_store::trace::TraceHooks { inject, adopt });

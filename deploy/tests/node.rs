@@ -177,7 +177,9 @@ async fn traced_start(c: &Cluster, node: &Node, collector: &Collector, pods: &Ap
             let spans = collector.trace(&trace);
             let start = spans.iter().find(|s| s.name == "start pod").cloned();
             let done = start.is_some_and(|st| {
-                ["CNI ADD", "image pull", "runc run"].iter().all(|n| spans.iter().any(|s| &s.name == n && s.parent == st.id))
+                ["CNI ADD", "image pull", "runc run"]
+                    .iter()
+                    .all(|n| spans.iter().any(|s| &s.name == n && s.parent == st.id))
                     && spans.iter().any(|s| s.name == "PATCH pods/status" && descends(&spans, s, &st.id))
             });
             futures::future::ready(done.then_some(spans))

@@ -149,11 +149,13 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     assert!(descends(&spans, &rs, &rs_create.id), "the ReplicaSet's reconcile does not follow its create");
     let pod_creates: Vec<&SpanRec> =
         spans.iter().filter(|s| s.name == "POST pods" && descends(&spans, s, &rs.id)).collect();
-    assert!(pod_creates.len() >= 2, "the pods' creates under the ReplicaSet's reconcile:\n{}", tree(&spans, &client3, 0));
-    let scheduled: Vec<&SpanRec> = spans
-        .iter()
-        .filter(|s| s.name == "schedule pod" && s.attr("scheduler.result") == "scheduled")
-        .collect();
+    assert!(
+        pod_creates.len() >= 2,
+        "the pods' creates under the ReplicaSet's reconcile:\n{}",
+        tree(&spans, &client3, 0)
+    );
+    let scheduled: Vec<&SpanRec> =
+        spans.iter().filter(|s| s.name == "schedule pod" && s.attr("scheduler.result") == "scheduled").collect();
     for s in &scheduled {
         assert!(
             pod_creates.iter().any(|p| descends(&spans, s, &p.id)),

@@ -132,7 +132,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         .reconcile_on(node_triggers(node_events, dss))
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed("daemonset", &ctx.config.write_traces, reconcile), util_runtime::retry_policy::<DaemonSet, State>, state);
+        .run(
+            crate::observe::observed("daemonset", &ctx.config.write_traces, reconcile),
+            util_runtime::retry_policy::<DaemonSet, State>,
+            state,
+        );
     util_runtime::drive(results, &ctx.stop).await;
     Ok(())
 }

@@ -81,7 +81,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         }))
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed("disruption", &ctx.config.write_traces, reconcile), util_runtime::retry_policy::<PodDisruptionBudget, State>, state);
+        .run(
+            crate::observe::observed("disruption", &ctx.config.write_traces, reconcile),
+            util_runtime::retry_policy::<PodDisruptionBudget, State>,
+            state,
+        );
     util_runtime::drive(results, &ctx.stop).await;
     Ok(())
 }

@@ -52,7 +52,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     Controller::new(Api::<HorizontalPodAutoscaler>::all(client), watcher::Config::default())
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed("horizontalpodautoscaling", &ctx.config.write_traces, reconcile), error_policy, state)
+        .run(
+            crate::observe::observed("horizontalpodautoscaling", &ctx.config.write_traces, reconcile),
+            error_policy,
+            state,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "hpa sync");

@@ -50,7 +50,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     Controller::new(Api::<Job>::all(client), watcher::Config::default())
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed("ttl-after-finished", &ctx.config.write_traces, reconcile), error_policy, Arc::new(ctx))
+        .run(
+            crate::observe::observed("ttl-after-finished", &ctx.config.write_traces, reconcile),
+            error_policy,
+            Arc::new(ctx),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ttl-after-finished sync");

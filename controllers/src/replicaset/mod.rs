@@ -68,7 +68,15 @@ async fn run_kind<K: ReplicaKind>(ctx: Context) -> Result<(), Error> {
         })
         .with_config(CtrlConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(ctx.stop.clone().cancelled_owned())
-        .run(crate::observe::observed(if K::KIND == "ReplicaSet" { "replicaset" } else { "replicationcontroller" }, &ctx.config.write_traces, reconcile::<K>), error_policy::<K>, state)
+        .run(
+            crate::observe::observed(
+                if K::KIND == "ReplicaSet" { "replicaset" } else { "replicationcontroller" },
+                &ctx.config.write_traces,
+                reconcile::<K>,
+            ),
+            error_policy::<K>,
+            state,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "replica sync");

@@ -67,7 +67,14 @@ impl Scheduler {
         }
     }
 
-    fn spawn_bind(&mut self, pod: Arc<PodInfo>, node: String, claims: Vec<String>, span: tracing::Span, started: Instant) {
+    fn spawn_bind(
+        &mut self,
+        pod: Arc<PodInfo>,
+        node: String,
+        claims: Vec<String>,
+        span: tracing::Span,
+        started: Instant,
+    ) {
         let client = self.client.clone();
         let (p, n, cs) = (pod.clone(), node.clone(), claims.clone());
         let profile = self.cfg.scheduler_name.clone();

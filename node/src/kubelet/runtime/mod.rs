@@ -157,7 +157,12 @@ impl Runtime {
         r
     }
 
-    async fn start_untimed(&self, id: &str, files: &InstanceFiles, on_exit: Arc<Notify>) -> Result<Started, RuntimeError> {
+    async fn start_untimed(
+        &self,
+        id: &str,
+        files: &InstanceFiles,
+        on_exit: Arc<Notify>,
+    ) -> Result<Started, RuntimeError> {
         let args = ShimArgs {
             runtime: self.binary.clone(),
             root: self.root.clone(),
