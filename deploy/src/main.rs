@@ -105,13 +105,19 @@ fn main() {
         Cmd::Chaos(_) => format!("{},kube_client=off", cli.log),
         _ => cli.log.clone(),
     };
-    let telemetry = match rt.block_on(async { telemetry::init(&log, cli.otlp_endpoint.as_deref(), &instance) }) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("keelson: {e:#}");
-            std::process::exit(1);
-        }
+    // A real agent's spans carry its node (OpenTelemetry's k8s.node.name resource attribute).
+    let resource: Vec<(&'static str, String)> = match &cli.cmd {
+        Cmd::Agent(a) => a.node_name.iter().map(|n| ("k8s.node.name", n.clone())).collect(),
+        _ => Vec::new(),
     };
+    let telemetry =
+        match rt.block_on(async { telemetry::init(&log, cli.otlp_endpoint.as_deref(), &instance, &resource) }) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("keelson: {e:#}");
+                std::process::exit(1);
+            }
+        };
     let res = rt.block_on(async {
         match cli.cmd {
             Cmd::Server(args) => server::run(args).await,

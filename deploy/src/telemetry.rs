@@ -103,8 +103,14 @@ fn adopt(span: &tracing::Span, carried: &BTreeMap<String, String>) {
 }
 
 /// Install logging, and tracing export when an endpoint is given. `instance` names this
-/// process among its peers (`service.instance.id`, a master's `--name`).
-pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Telemetry> {
+/// process among its peers (`service.instance.id`, a master's `--name`); `resource` adds
+/// resource attributes (an agent's `k8s.node.name`).
+pub fn init(
+    log: &str,
+    otlp_endpoint: Option<&str>,
+    instance: &str,
+    resource: &[(&'static str, String)],
+) -> Result<Telemetry> {
     // hickory-server logs every DNS query at info: quiet unless asked for by name.
     let log = if log.contains("hickory") { log.to_string() } else { format!("{log},hickory_server=warn") };
     let log = log.as_str();
@@ -127,6 +133,7 @@ pub fn init(log: &str, otlp_endpoint: Option<&str>, instance: &str) -> Result<Te
         .with_service_name(service)
         .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(*k, v.clone())))
         .build();
     let cfg = crate::span_queue::QueueConfig::from_env();
     let queue = crate::span_queue::QueueProcessor::new(

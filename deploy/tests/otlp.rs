@@ -167,6 +167,43 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
             "no binding request under {s:?}"
         );
     }
+
+    // Its deletion continues through the garbage collector: the ReplicaSet's delete, then
+    // the pods', in the trace of the client's DELETE.
+    let (trace4, client4, traceparent4) = client_context();
+    let (code, body) = curl_api(
+        &pki,
+        true,
+        15,
+        &c.masters[follower].api_addr,
+        &["-X", "DELETE", "-H", &traceparent4],
+        "/apis/apps/v1/namespaces/default/deployments/traced",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let spans = eventually_or(
+        Duration::from_secs(60),
+        "the garbage collector's deletes in the trace of the Deployment's delete",
+        || {
+            let spans = collector.trace(&trace4);
+            let ok = spans.iter().any(|s| s.name == "DELETE replicasets")
+                && spans.iter().filter(|s| s.name == "DELETE pods").count() >= 2;
+            futures::future::ready(ok.then_some(spans.clone()))
+        },
+        || format!("spans so far:\n{}", tree(&collector.trace(&trace4), &client4, 0)),
+    )
+    .await;
+    eprintln!("a Deployment's delete:\n{}", tree(&spans, &client4, 0));
+    let gc = |s: &&SpanRec| s.name == "reconcile garbagecollector" && s.instance == leader_name;
+    let rs_delete = spans.iter().find(|s| s.name == "DELETE replicasets").expect("the ReplicaSet's delete");
+    assert!(
+        spans.iter().filter(gc).any(|g| rs_delete.parent == g.id),
+        "the ReplicaSet's delete is not the garbage collector's:\n{}",
+        tree(&spans, &client4, 0)
+    );
+    for p in spans.iter().filter(|s| s.name == "DELETE pods") {
+        assert!(descends(&spans, p, &rs_delete.id), "a pod's delete does not follow the ReplicaSet's: {p:?}");
+    }
     drop(agent);
 }
 

@@ -41,12 +41,28 @@ pub enum Work {
     Orphan(String),
 }
 
+/// Why a work was queued: a watched change (its `resourceVersion`: the write whose trace
+/// the work continues) or an earlier step (its span).
+#[derive(Clone)]
+pub(crate) enum Cause {
+    Version(String),
+    Step(tracing::Span),
+}
+
+impl Cause {
+    fn version(rv: Option<&str>) -> Cause {
+        Cause::Version(rv.unwrap_or_default().to_string())
+    }
+}
+
 pub(crate) struct Shared {
     pub ctx: Context,
     pub graph: Mutex<Graph>,
     /// (group, kind) → resource type and whether it is namespaced.
     pub kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
     queued: Mutex<HashSet<Work>>,
+    /// What called for each queued work: its trace continues there.
+    causes: Mutex<HashMap<Work, Cause>>,
     tx: mpsc::UnboundedSender<Work>,
     /// Resource types whose first list is still pending.
     unsynced: Mutex<HashSet<usize>>,
@@ -64,6 +80,22 @@ impl Shared {
         }
     }
 
+    /// Enqueue `w`, called for by `cause` (the latest cause wins).
+    pub fn enqueue_for(&self, w: Work, cause: Cause) {
+        self.set_cause(&w, cause);
+        self.enqueue(w);
+    }
+
+    /// Remember what called for `w` (queued later, by a retry).
+    pub fn set_cause(&self, w: &Work, cause: Cause) {
+        lock(&self.causes).insert(w.clone(), cause);
+    }
+
+    /// What called for `w`, once.
+    pub fn take_cause(&self, w: &Work) -> Option<Cause> {
+        lock(&self.causes).remove(w)
+    }
+
     /// Enqueue again after `delay` (a failed step).
     pub fn retry(self: &Arc<Self>, w: Work, delay: Duration) {
         let me = self.clone();
@@ -79,31 +111,32 @@ impl Shared {
         self.synced_once.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The work an object's arrival or change calls for.
-    fn changed(&self, uid: &str, node: &Node) {
+    /// The work an object's arrival or change (at `rv`) calls for.
+    fn changed(&self, uid: &str, node: &Node, rv: Option<&str>) {
         if !self.synced() {
             return;
         }
+        let cause = || Cause::version(rv);
         let g = self.graph();
         if node.owners.iter().any(|o| !g.nodes.contains_key(&o.uid)) {
-            self.enqueue(Work::Attempt(uid.to_string()));
+            self.enqueue_for(Work::Attempt(uid.to_string()), cause());
         }
         for o in &node.owners {
             if g.nodes.get(&o.uid).is_some_and(|n| n.deleting && n.has(FOREGROUND)) {
-                self.enqueue(Work::Foreground(o.uid.clone()));
+                self.enqueue_for(Work::Foreground(o.uid.clone()), cause());
             }
         }
         drop(g);
         if node.deleting && node.has(FOREGROUND) {
-            self.enqueue(Work::Foreground(uid.to_string()));
+            self.enqueue_for(Work::Foreground(uid.to_string()), cause());
         }
         if node.deleting && node.has(ORPHAN) {
-            self.enqueue(Work::Orphan(uid.to_string()));
+            self.enqueue_for(Work::Orphan(uid.to_string()), cause());
         }
     }
 
-    /// The work an object's disappearance calls for.
-    fn gone(&self, uid: &str) {
+    /// The work an object's disappearance (at `rv`, when a watch saw it) calls for.
+    fn gone(&self, uid: &str, rv: Option<&str>) {
         let mut g = self.graph();
         let Some(old) = g.remove(uid) else { return };
         let deps = g.dependents_of(uid);
@@ -118,10 +151,10 @@ impl Shared {
             return;
         }
         for d in deps {
-            self.enqueue(Work::Attempt(d));
+            self.enqueue_for(Work::Attempt(d), Cause::version(rv));
         }
         for o in waiting {
-            self.enqueue(Work::Foreground(o));
+            self.enqueue_for(Work::Foreground(o), Cause::version(rv));
         }
     }
 
@@ -133,7 +166,7 @@ impl Shared {
         let all: Vec<(String, Node)> = self.graph().nodes.iter().map(|(u, n)| (u.clone(), n.clone())).collect();
         tracing::info!(objects = all.len(), "garbage collector synced");
         for (uid, node) in all {
-            self.changed(&uid, &node);
+            self.changed(&uid, &node, None);
         }
     }
 }
@@ -166,6 +199,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         graph: Mutex::new(Graph::default()),
         kinds: Mutex::new(HashMap::new()),
         queued: Mutex::new(HashSet::new()),
+        causes: Mutex::new(HashMap::new()),
         tx,
         unsynced: Mutex::new(HashSet::new()),
         synced_once: std::sync::atomic::AtomicBool::new(false),
@@ -251,17 +285,17 @@ async fn watch_type(shared: Arc<Shared>, ty: usize, ar: ApiResource) {
             Ok(watcher::Event::InitApply(m)) | Ok(watcher::Event::Apply(m)) => {
                 let Some((uid, node)) = node_of(ty, &m, generation) else { continue };
                 shared.graph().upsert(&uid, node.clone());
-                shared.changed(&uid, &node);
+                shared.changed(&uid, &node, m.metadata.resource_version.as_deref());
             }
             Ok(watcher::Event::Delete(m)) => {
                 if let Some(uid) = m.metadata.uid.as_deref() {
-                    shared.gone(uid);
+                    shared.gone(uid, m.metadata.resource_version.as_deref());
                 }
             }
             Ok(watcher::Event::InitDone) => {
                 let missed = shared.graph().unseen(ty, generation);
                 for uid in missed {
-                    shared.gone(&uid);
+                    shared.gone(&uid, None);
                 }
                 let all_synced = {
                     let mut u = lock(&shared.unsynced);

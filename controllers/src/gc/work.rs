@@ -9,19 +9,55 @@ use kube::discovery::ApiResource;
 use serde_json::json;
 
 use super::decide::{self, Decision, OwnerState, FOREGROUND, ORPHAN};
-use super::{lock, Shared, Work};
+use super::{lock, Cause, Shared, Work};
 use crate::Error;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const RETRY: Duration = Duration::from_secs(1);
 
+/// One step, as a span continuing the trace of what called for it (an owner's deletion,
+/// say), and counted as the `garbagecollector` controller's.
 pub(super) async fn process(shared: &Arc<Shared>, w: Work) {
-    let res = match &w {
-        Work::Attempt(uid) => attempt(shared, uid).await,
-        Work::Foreground(uid) => foreground(shared, uid).await,
-        Work::Orphan(uid) => orphan(shared, uid).await,
+    let (step, uid) = match &w {
+        Work::Attempt(u) => ("attempt", u),
+        Work::Foreground(u) => ("foreground", u),
+        Work::Orphan(u) => ("orphan", u),
     };
+    let span = tracing::info_span!(
+        target: keelson_scheduler::trace::TARGET,
+        "controller.reconcile",
+        otel.name = "reconcile garbagecollector",
+        k8s.controller = "garbagecollector",
+        k8s.object.uid = %uid,
+        gc.step = step,
+    );
+    match shared.take_cause(&w) {
+        Some(Cause::Step(parent)) => {
+            let _ = span.set_parent(parent.context());
+        }
+        Some(Cause::Version(rv)) => {
+            shared.ctx.config.write_traces.tie(&span, Some(&rv));
+        }
+        None => {
+            shared.ctx.config.write_traces.tie(&span, None);
+        }
+    }
+    let started = std::time::Instant::now();
+    let res = async {
+        match &w {
+            Work::Attempt(uid) => attempt(shared, uid).await,
+            Work::Foreground(uid) => foreground(shared, uid).await,
+            Work::Orphan(uid) => orphan(shared, uid).await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let outcome = res.as_ref().map(|()| kube::runtime::controller::Action::await_change()).map_err(|_| ());
+    crate::metrics::metrics().reconciled("garbagecollector", &outcome, started.elapsed());
     if let Err(e) = res {
         tracing::debug!(work = ?w, error = %e, "garbage collection step failed; retrying");
+        shared.set_cause(&w, Cause::Step(span));
         shared.retry(w, RETRY);
     }
 }
@@ -153,7 +189,7 @@ async fn foreground(shared: &Arc<Shared>, uid: &str) -> Result<(), Error> {
     for d in all {
         let deleting_dependents = { shared.graph().nodes.get(&d).is_some_and(|n| n.deleting && n.has(FOREGROUND)) };
         if !deleting_dependents {
-            shared.enqueue(Work::Attempt(d));
+            shared.enqueue_for(Work::Attempt(d), Cause::Step(tracing::Span::current()));
         }
     }
     Ok(())
