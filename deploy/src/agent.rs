@@ -200,6 +200,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         return run_real(args, name).await;
     };
     let kubelet_tls = kubelet_tls(&args)?;
+    crate::telemetry::register_on_kubelet();
     let client = crate::kubeclient::connect(&args.kubeconfig, args.context.as_deref(), &args.server).await?;
     let cfg = keelson_node::simulate::SimConfig {
         count,

@@ -253,6 +253,16 @@ async fn respond(state: Arc<State>, method: &Method, path: &str) -> Response<Ful
             }
         }
         HEALTHZ_PATH => text(StatusCode::OK, "ok"),
+        // The agent process's own metrics (a simulated node runs no containers: its
+        // kubelet series stay empty; the dropped-span counter is the agent's).
+        "/metrics" => match crate::kubelet::metrics::render() {
+            Ok(body) => {
+                let mut r = text(StatusCode::OK, body);
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(CONTENT_TYPE));
+                r
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the metrics: {e}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
@@ -636,6 +646,10 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("\r\n\r\nok"), "{health}");
         let nope = request(port, ok.clone(), &get("/nope")).await.unwrap();
         assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+        // The agent's own metrics (the kubelet families, empty here).
+        let own = request(port, ok.clone(), &get("/metrics")).await.unwrap();
+        assert!(own.starts_with("HTTP/1.1 200 OK\r\n"), "{own}");
+        assert!(own.contains("# TYPE kubelet_pod_start_duration_seconds histogram"), "{own}");
         let post = "POST /metrics/resource HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let post = request(port, ok.clone(), post).await.unwrap();
         assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("allow: GET, HEAD"), "{post}");
