@@ -212,6 +212,52 @@ async fn traced_start(c: &Cluster, node: &Node, collector: &Collector, pods: &Ap
     assert!(get(r#"keelson_trace_spans_dropped_total{"reason": "queue_full"}"#) >= 0.0);
 }
 
+/// A container's preStop hook runs when its pod is deleted, before SIGTERM: the hook and
+/// the container's TERM trap append to one file on a hostPath, in that order.
+async fn pre_stop_runs_before_sigterm(node: &Node, pods: &Api<Pod>, kubeconfig: &Path, image: &str) {
+    let host_dir = node.dir.path().join("hooked");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, \"trap 'echo term >> /host/log; exit 0' TERM; echo up >> /host/log; while true; do sleep 0.2; done\"]
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, 'echo prestop >> /host/log']}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes: [{{name: host, hostPath: {{path: {dir}, type: DirectoryOrCreate}}}}]
+",
+        node = node.name,
+        dir = host_dir.display()
+    );
+    must_kubectl(kubeconfig, &["apply", "-f", "-"], Some(&yaml)).await;
+    wait_pod(pods, "hooked", node, "Running", |s| s["phase"] == "Running").await;
+    let log = host_dir.join("log");
+    eventually_or(
+        WAIT,
+        "the hooked container to start",
+        || async { std::fs::read_to_string(&log).ok().filter(|l| l.contains("up")) },
+        || node.log(),
+    )
+    .await;
+    pods.delete("hooked", &DeleteParams::default()).await.expect("delete the hooked pod");
+    eventually_or(
+        WAIT,
+        "the hooked pod to be gone",
+        || async { pods.get_opt("hooked").await.ok()?.is_none().then_some(()) },
+        || node.log(),
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text, "up\nprestop\nterm\n", "the preStop hook runs before SIGTERM{}", node.log());
+}
+
 fn status(p: &Pod) -> Value {
     serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default()
 }
@@ -327,6 +373,7 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     );
 
     traced_start(&c, &node, &collector, &pods, &image).await;
+    pre_stop_runs_before_sigterm(&node, &pods, &kubeconfig, &image).await;
 
     // 2. A crashing container restarts with back-off and remembers how it ended.
     let crash = pod_yaml("crash", &image, "Always", "echo about to fail; exit 3");

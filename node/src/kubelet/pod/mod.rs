@@ -4,6 +4,7 @@
 //! they were deleted) is undone.
 
 pub mod container;
+mod hook;
 pub mod probe;
 pub mod sandbox;
 pub mod spec;

@@ -187,7 +187,13 @@ fn request(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> R
 
 /// `GET path` over HTTP/1.1, or over TLS for HTTPS (as the kubelet: the certificate is
 /// not verified): 200–399 passes.
-async fn http_get(host: &str, port: u16, path: &str, https: bool, headers: &[(String, String)]) -> Result<(), String> {
+pub(super) async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    https: bool,
+    headers: &[(String, String)],
+) -> Result<(), String> {
     let scheme = if https { "https" } else { "http" };
     let url = format!("{scheme}://{host}:{port}{path}");
     let req = request(host, port, path, headers)?;

@@ -35,6 +35,8 @@ use crate::simulate::retry::{is_not_found, sleep_or_stop};
 const EXIT_POLL: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long a container may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// SIGTERM's time after the preStop hooks, however long they took (upstream's minimum).
+const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
@@ -675,6 +677,13 @@ impl Worker {
         let grace = grace_period(grace);
         let live = self.live_instances();
         tracing::info!(containers = live.len(), grace_s = grace.as_secs(), "stopping the pod");
+        // preStop hooks first, all at once (as upstream), within the grace period; what
+        // they leave of it (at least 2 s, upstream's minimum) is SIGTERM's.
+        let hooks_started = Instant::now();
+        if let Some(pod) = pod {
+            self.pre_stop(pod, &live, grace).await;
+        }
+        let grace = grace.saturating_sub(hooks_started.elapsed()).max(MIN_GRACE_AFTER_HOOKS);
         for (_, id, _) in &live {
             if let Err(e) = self.shared.runtime.kill(id, "TERM").await {
                 tracing::warn!(id, error = %e, "SIGTERM failed");
@@ -727,6 +736,26 @@ impl Worker {
     }
 
     /// (container, runtime id, attempt) of every instance that has not ended.
+    /// Run the preStop hooks of the live containers that have one, at once, for at most
+    /// `grace`; a failed hook is logged and the stop goes on (as upstream).
+    async fn pre_stop(&self, pod: &Pod, live: &[(String, String, u32)], grace: Duration) {
+        let Some(spec) = pod.spec.as_ref() else { return };
+        let pod_ip = self.sandbox.as_ref().and_then(|s| s.ip.clone()).unwrap_or_default();
+        let runtime = &self.shared.runtime;
+        let hooks = live.iter().filter_map(|(name, id, _)| {
+            let c = spec.containers.iter().find(|c| &c.name == name)?;
+            let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+            let pod_ip = pod_ip.as_str();
+            Some(async move {
+                match super::hook::run(h, c, pod_ip, runtime, id, grace).await {
+                    Ok(()) => tracing::info!(container = %c.name, "preStop hook ran"),
+                    Err(e) => tracing::warn!(container = %c.name, error = %e, "preStop hook failed"),
+                }
+            })
+        });
+        futures::future::join_all(hooks).await;
+    }
+
     fn live_instances(&self) -> Vec<(String, String, u32)> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("containers")) else { return Vec::new() };
         entries

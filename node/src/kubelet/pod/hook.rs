@@ -1,0 +1,83 @@
+//! Container lifecycle hooks (upstream's handlerRunner): a `preStop` handler — exec in the
+//! container, an HTTP(S) GET against the pod, or a sleep — runs before the container is
+//! sent SIGTERM, within the pod's grace period.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
+
+use super::probe;
+use crate::kubelet::runtime::Runtime;
+
+/// Run `h` for container `c` (runtime id `id`) of a pod at `pod_ip`, for at most `limit`.
+pub async fn run(
+    h: &LifecycleHandler,
+    c: &Container,
+    pod_ip: &str,
+    runtime: &Runtime,
+    id: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    let attempt = async {
+        if let Some(e) = &h.exec {
+            let cmd = e.command.clone().unwrap_or_default();
+            let code = runtime.exec(id, &cmd, limit).await.map_err(|e| e.to_string())?;
+            return if code == 0 { Ok(()) } else { Err(format!("command {cmd:?} exited with {code}")) };
+        }
+        if let Some(g) = &h.http_get {
+            let https = g.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+            let host = g.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
+            let port = probe::resolve_port(c, &g.port)?;
+            let headers: Vec<(String, String)> =
+                g.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
+            return probe::http_get(&host, port, g.path.as_deref().unwrap_or("/"), https, &headers).await;
+        }
+        if let Some(s) = &h.sleep {
+            tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0))).await;
+            return Ok(());
+        }
+        // tcpSocket is accepted by the API for compatibility and does nothing (as upstream).
+        Ok(())
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("did not finish within the grace period ({}s)", limit.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn runtime() -> Runtime {
+        Runtime { binary: "/nonexistent/runc".into(), root: "/nonexistent".into(), shim_exe: "/nonexistent".into() }
+    }
+
+    #[tokio::test]
+    async fn http_and_sleep_hooks_run_within_their_limit() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 1024];
+            let n = s.read(&mut b).await.unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&b[..n]).into_owned());
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        });
+        let c: Container = serde_json::from_value(json!({"name": "c"})).unwrap();
+        let h: LifecycleHandler =
+            serde_json::from_value(json!({"httpGet": {"path": "/drain", "port": port, "host": "127.0.0.1"}})).unwrap();
+        assert_eq!(run(&h, &c, "10.0.0.9", &runtime(), "id", Duration::from_secs(5)).await, Ok(()));
+        assert!(rx.recv().await.unwrap().starts_with("GET /drain HTTP/1.1\r\n"));
+
+        let h: LifecycleHandler = serde_json::from_value(json!({"sleep": {"seconds": 30}})).unwrap();
+        let t = std::time::Instant::now();
+        let err = run(&h, &c, "", &runtime(), "id", Duration::from_millis(200)).await.unwrap_err();
+        assert!(err.contains("grace period") && t.elapsed() < Duration::from_secs(5), "{err}");
+        let h: LifecycleHandler = serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
+        assert!(run(&h, &c, "", &runtime(), "id", Duration::from_secs(2)).await.is_err(), "no runtime: a failure");
+    }
+}
