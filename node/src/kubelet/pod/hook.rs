@@ -36,8 +36,12 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0))).await;
             return Ok(());
         }
-        // tcpSocket is accepted by the API for compatibility and does nothing (as upstream).
-        Ok(())
+        // The API accepts tcpSocket here for compatibility only; upstream's handler runner
+        // fails it at run time (and the stop goes on), as it does a handler with nothing set.
+        if h.tcp_socket.is_some() {
+            return Err("tcpSocket is not supported as a lifecycle handler".into());
+        }
+        Err("the handler has no action (exec, httpGet or sleep)".into())
     };
     match tokio::time::timeout(limit, attempt).await {
         Ok(r) => r,
@@ -79,5 +83,7 @@ mod tests {
         assert!(err.contains("grace period") && t.elapsed() < Duration::from_secs(5), "{err}");
         let h: LifecycleHandler = serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
         assert!(run(&h, &c, "", &runtime(), "id", Duration::from_secs(2)).await.is_err(), "no runtime: a failure");
+        let h: LifecycleHandler = serde_json::from_value(json!({"tcpSocket": {"port": 80}})).unwrap();
+        assert!(run(&h, &c, "", &runtime(), "id", Duration::from_secs(2)).await.unwrap_err().contains("tcpSocket"));
     }
 }
