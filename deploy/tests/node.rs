@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::registry::Registry;
 use common::sim::{self, kubelet_cert, must_kubectl};
-use common::telemetry::{client_context, descends, parse_prometheus, tree, Collector};
+use common::telemetry::{client_context, descends, parse_prometheus, post_traced, tree, Collector};
 use common::{eventually_or, keelson_bin, Cluster};
 use k8s_openapi::api::core::v1::Pod;
 use keelson_node::kubelet::network::NetNs;
@@ -159,15 +159,8 @@ async fn traced_start(c: &Cluster, node: &Node, collector: &Collector, pods: &Ap
             "name": "main", "image": image, "command": ["sleep", "3600"]}]}
     })
     .to_string();
-    let (code, body) = common::curl_api(
-        &c.pki(),
-        true,
-        15,
-        &c.masters[0].api_addr,
-        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent, "--data", &doc],
-        "/api/v1/namespaces/default/pods",
-    )
-    .await;
+    let (code, body) =
+        post_traced(&c.pki(), &c.masters[0].api_addr, &traceparent, &doc, "/api/v1/namespaces/default/pods").await;
     assert_eq!(code, 201, "{body}");
     wait_pod(pods, "traced", node, "Running", |s| s["phase"] == "Running").await;
     let spans = eventually_or(

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::sim::{self, Agent};
-use common::telemetry::{client_context, descends, tree, Collector, SpanRec};
+use common::telemetry::{client_context, descends, post_traced, tree, Collector, SpanRec};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,15 +29,7 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     let api = c.masters[leader].api_addr.clone();
     let (trace_id, client_span, traceparent) = client_context();
     let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced"}}"#;
-    let (code, body) = curl_api(
-        &pki,
-        true,
-        15,
-        &api,
-        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent, "--data", doc],
-        "/api/v1/namespaces/default/configmaps",
-    )
-    .await;
+    let (code, body) = post_traced(&pki, &api, &traceparent, doc, "/api/v1/namespaces/default/configmaps").await;
     assert_eq!(code, 201, "{body}");
 
     let names: Vec<String> = c.masters.iter().map(|m| m.name.clone()).collect();
@@ -72,15 +64,9 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
     let (trace2, client2, traceparent2) = client_context();
     let doc = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced-2"}}"#;
-    let (code, body) = curl_api(
-        &pki,
-        true,
-        15,
-        &c.masters[follower].api_addr,
-        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent2, "--data", doc],
-        "/api/v1/namespaces/default/configmaps",
-    )
-    .await;
+    let (code, body) =
+        post_traced(&pki, &c.masters[follower].api_addr, &traceparent2, doc, "/api/v1/namespaces/default/configmaps")
+            .await;
     assert_eq!(code, 201, "{body}");
     let follower_name = names[follower].clone();
     let spans = eventually(WAIT, "the follower's propose and the leader's forwarded part", || {
@@ -106,12 +92,11 @@ async fn one_trace_follows_a_create_from_the_client_through_raft_on_every_master
     let agent = Agent::start(&kubeconfig, None, 2, &[]);
     let (trace3, client3, traceparent3) = client_context();
     let doc = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"traced"},"spec":{"replicas":2,"selector":{"matchLabels":{"app":"traced"}},"template":{"metadata":{"labels":{"app":"traced"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
-    let (code, body) = curl_api(
+    let (code, body) = post_traced(
         &pki,
-        true,
-        15,
         &c.masters[follower].api_addr,
-        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent3, "--data", doc],
+        &traceparent3,
+        doc,
         "/apis/apps/v1/namespaces/default/deployments",
     )
     .await;
@@ -251,15 +236,7 @@ async fn a_black_holed_collector_costs_spans_not_requests() {
         let traceparent =
             format!("traceparent: 00-{:032x}-{:016x}-01", rand::random::<u128>() | 1, rand::random::<u64>() | 1);
         let doc = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
-        let (code, body) = curl_api(
-            &pki,
-            true,
-            15,
-            &api,
-            &["-X", "POST", "-H", "Content-Type: application/json", "-H", &traceparent, "--data", &doc],
-            "/api/v1/namespaces/default/configmaps",
-        )
-        .await;
+        let (code, body) = post_traced(&pki, &api, &traceparent, &doc, "/api/v1/namespaces/default/configmaps").await;
         assert_eq!(code, 201, "request {i} with the collector black-holed: {body}");
         slowest = slowest.max(sent.elapsed());
     }

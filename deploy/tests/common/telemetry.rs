@@ -129,6 +129,13 @@ pub fn client_context() -> (String, String, String) {
     (trace, span, header)
 }
 
+/// POST the JSON `doc` to `path` on the master at `api` with the `traceparent: …` header
+/// (admin credentials); returns (HTTP status, body).
+pub async fn post_traced(pki: &std::path::Path, api: &str, traceparent: &str, doc: &str, path: &str) -> (u16, String) {
+    let args = ["-X", "POST", "-H", "Content-Type: application/json", "-H", traceparent, "--data", doc];
+    super::curl_api(pki, true, 15, api, &args, path).await
+}
+
 /// The spans under `parent`, indented (the README's examples come from this).
 pub fn tree(spans: &[SpanRec], parent: &str, depth: usize) -> String {
     let mut out = String::new();

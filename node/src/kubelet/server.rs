@@ -135,7 +135,7 @@ fn respond(shared: &Shared, req: Request<hyper::body::Incoming>, stop: Cancellat
                 let mut r = full(StatusCode::OK, text);
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    http::HeaderValue::from_static(crate::simulate::kubelet_server::CONTENT_TYPE),
                 );
                 r
             }

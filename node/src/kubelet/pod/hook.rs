@@ -20,17 +20,10 @@ pub async fn run(
 ) -> Result<(), String> {
     let attempt = async {
         if let Some(e) = &h.exec {
-            let cmd = e.command.clone().unwrap_or_default();
-            let code = runtime.exec(id, &cmd, limit).await.map_err(|e| e.to_string())?;
-            return if code == 0 { Ok(()) } else { Err(format!("command {cmd:?} exited with {code}")) };
+            return probe::exec_action(runtime, id, e, limit).await;
         }
         if let Some(g) = &h.http_get {
-            let https = g.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
-            let host = g.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
-            let port = probe::resolve_port(c, &g.port)?;
-            let headers: Vec<(String, String)> =
-                g.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
-            return probe::http_get(&host, port, g.path.as_deref().unwrap_or("/"), https, &headers).await;
+            return probe::http_get_action(g, c, pod_ip).await;
         }
         if let Some(s) = &h.sleep {
             tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0))).await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -97,17 +97,10 @@ impl Tracker {
         let p = &self.probe;
         let attempt = async {
             if let Some(e) = &p.exec {
-                let cmd = e.command.clone().unwrap_or_default();
-                let code = runtime.exec(id, &cmd, timeout).await.map_err(|e| e.to_string())?;
-                return if code == 0 { Ok(()) } else { Err(format!("command {cmd:?} exited with {code}")) };
+                return exec_action(runtime, id, e, timeout).await;
             }
             if let Some(h) = &p.http_get {
-                let https = h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
-                let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
-                let port = resolve_port(c, &h.port)?;
-                let headers: Vec<(String, String)> =
-                    h.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
-                return http_get(&host, port, h.path.as_deref().unwrap_or("/"), https, &headers).await;
+                return http_get_action(h, c, pod_ip).await;
             }
             if let Some(t) = &p.tcp_socket {
                 let host = t.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
@@ -127,6 +120,37 @@ impl Tracker {
             Ok(r) => r,
             Err(_) => Err(format!("probe timed out after {}s", timeout.as_secs())),
         }
+    }
+}
+
+/// An exec handler (a probe's or a lifecycle hook's) in container `id`: exit 0 passes.
+pub(super) async fn exec_action(runtime: &Runtime, id: &str, e: &ExecAction, timeout: Duration) -> Result<(), String> {
+    let cmd = e.command.clone().unwrap_or_default();
+    let code = runtime.exec(id, &cmd, timeout).await.map_err(|e| e.to_string())?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("command {cmd:?} exited with {code}"))
+    }
+}
+
+/// An httpGet handler (a probe's or a lifecycle hook's) against the pod at `pod_ip`,
+/// unless it names a host.
+pub(super) async fn http_get_action(h: &HTTPGetAction, c: &Container, pod_ip: &str) -> Result<(), String> {
+    let https = h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
+    let port = resolve_port(c, &h.port)?;
+    let headers: Vec<(String, String)> =
+        h.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
+    http_get(&host, port, h.path.as_deref().unwrap_or("/"), https, &headers).await
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -152,9 +176,8 @@ pub fn resolve_port(c: &Container, port: &IntOrString) -> Result<u16, String> {
 /// kube-probe/<version>`, `Accept: */*`), each replaced by a probe header of the same name,
 /// then the probe's other headers. A name or value that would break the request is refused.
 fn request(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Result<String, String> {
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let mut all: Vec<(String, String)> = vec![
-        ("Host".into(), authority),
+        ("Host".into(), authority(host, port)),
         ("User-Agent".into(), "kube-probe/1.33".into()),
         ("Accept".into(), "*/*".into()),
     ];
@@ -187,13 +210,7 @@ fn request(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> R
 
 /// `GET path` over HTTP/1.1, or over TLS for HTTPS (as the kubelet: the certificate is
 /// not verified): 200–399 passes.
-pub(super) async fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    https: bool,
-    headers: &[(String, String)],
-) -> Result<(), String> {
+async fn http_get(host: &str, port: u16, path: &str, https: bool, headers: &[(String, String)]) -> Result<(), String> {
     let scheme = if https { "https" } else { "http" };
     let url = format!("{scheme}://{host}:{port}{path}");
     let req = request(host, port, path, headers)?;
@@ -295,7 +312,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 /// `grpc.health.v1.Health/Check` for `service` ("" is the whole server): SERVING passes.
 async fn grpc_check(host: &str, port: u16, service: &str, timeout: Duration) -> Result<(), String> {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = authority(host, port);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| format!("bad probe address {authority}: {e}"))?
         .connect_timeout(timeout)
