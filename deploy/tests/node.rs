@@ -251,6 +251,66 @@ spec:
     assert_eq!(text, "up\nprestop\nterm\n", "the preStop hook runs before SIGTERM{}", node.log());
 }
 
+/// `kubectl top` on a real node: a pod spinning under a 250m CPU limit is seen using CPU
+/// (at most its limit, with slack for a short window) and memory, read from its cgroup by
+/// the kubelet and scraped by the master; the node's own usage comes from `/proc`.
+async fn top_reads_cgroups(node: &Node, pods: &Api<Pod>, kubeconfig: &Path, image: &str) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: burn}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: spin
+    image: {image}
+    command: [sh, -c, 'while true; do :; done']
+    resources: {{limits: {{cpu: 250m, memory: 64Mi}}}}
+",
+        node = node.name
+    );
+    must_kubectl(kubeconfig, &["apply", "-f", "-"], Some(&yaml)).await;
+    wait_pod(pods, "burn", node, "Running", |s| s["phase"] == "Running").await;
+    let last = std::sync::Mutex::new(String::new());
+    let (cpu, memory) = eventually_or(
+        WAIT,
+        "the resource metrics API to show the spinning pod using CPU",
+        || async {
+            let (ok, out, err) = sim::kubectl(
+                kubeconfig,
+                &["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burn"],
+                None,
+            )
+            .await;
+            *last.lock().unwrap() = format!("{out}{err}");
+            let v: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            let c = &v["containers"][0];
+            (c["name"] == "spin").then_some(())?;
+            let cpu = keelson_node::kubelet::pod::spec::millis(
+                &k8s_openapi::apimachinery::pkg::api::resource::Quantity(c["usage"]["cpu"].as_str()?.to_string()),
+            )?;
+            let memory = keelson_node::kubelet::pod::spec::bytes(
+                &k8s_openapi::apimachinery::pkg::api::resource::Quantity(c["usage"]["memory"].as_str()?.to_string()),
+            )?;
+            (cpu >= 50).then_some((cpu, memory))
+        },
+        || format!("\nlast answer: {}{}", last.lock().unwrap(), node.log()),
+    )
+    .await;
+    assert!(cpu <= 600, "a 250m limit, yet {cpu}m used");
+    assert!(memory > 0 && memory < 64 << 20, "{memory} bytes");
+    let top = must_kubectl(kubeconfig, &["top", "pod", "burn", "--no-headers"], None).await;
+    assert!(top.starts_with("burn ") && top.contains('m') && top.contains("Mi"), "{top}");
+    let top = must_kubectl(kubeconfig, &["top", "node", &node.name, "--no-headers"], None).await;
+    let fields: Vec<&str> = top.split_whitespace().collect();
+    assert!(
+        fields.len() == 5 && fields[0] == node.name && fields[1].ends_with('m') && fields[3].ends_with("Mi"),
+        "{top}"
+    );
+    pods.delete("burn", &DeleteParams::default()).await.expect("delete the spinning pod");
+}
+
 fn status(p: &Pod) -> Value {
     serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default()
 }
@@ -280,7 +340,10 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     let registry = Registry::start().await;
     let image = registry.push_busybox("keelson/busybox:1").await;
     let collector = Collector::start().await;
-    let mut c = Cluster::shared_pki(1, &["--cluster-cidr", "10.251.0.0/16", "--otlp-endpoint", &collector.endpoint]);
+    let mut c = Cluster::shared_pki(
+        1,
+        &["--cluster-cidr", "10.251.0.0/16", "--otlp-endpoint", &collector.endpoint, "--metric-resolution", "2s"],
+    );
     c.masters[0].env = vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into())];
     c.spawn_all();
     c.wait_leader(&[0]).await;
@@ -367,6 +430,7 @@ async fn real_node_runs_pods_in_runc_with_cni() {
 
     traced_start(&c, &node, &collector, &pods, &image).await;
     pre_stop_runs_before_sigterm(&node, &pods, &kubeconfig, &image).await;
+    top_reads_cgroups(&node, &pods, &kubeconfig, &image).await;
 
     // 2. A crashing container restarts with back-off and remembers how it ended.
     let crash = pod_yaml("crash", &image, "Always", "echo about to fail; exit 3");

@@ -17,6 +17,7 @@ pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 pub mod stream;
 
 use std::sync::Arc;

@@ -6,6 +6,8 @@
 //! - `GET|POST /exec/{ns}/{pod}/{container}?command=…&stdin=…&stdout=…&stderr=…&tty=…` and
 //!   `/attach/{ns}/{pod}/{container}?…`, upgraded to WebSocket or SPDY/3.1 ([`stream`]);
 //! - `GET|POST /portForward/{ns}/{pod}` (WebSocket: `?ports=…`), upgraded likewise;
+//! - `/metrics` (the agent's own) and `/metrics/resource` (node and container usage from
+//!   cgroups, for the resource metrics API);
 //! - `/healthz`.
 //!
 //! Clients must present a certificate from the cluster CA.
@@ -104,7 +106,12 @@ impl Server {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
                     let stop = stop.clone();
-                    async move { Ok::<_, Infallible>(respond(&shared, req, stop)) }
+                    async move {
+                        if req.uri().path() == "/metrics/resource" {
+                            return Ok::<_, Infallible>(resource_metrics(&shared, req.method()).await);
+                        }
+                        Ok::<_, Infallible>(respond(&shared, req, stop))
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
@@ -173,6 +180,29 @@ fn respond(shared: &Shared, req: Request<hyper::body::Incoming>, stop: Cancellat
         "/exec/" => remote_command(shared, req, &names, false, stop),
         "/attach/" => remote_command(shared, req, &names, true, stop),
         _ => port_forward(shared, req, &names, stop),
+    }
+}
+
+/// `/metrics/resource`: the node's and its containers' usage ([`stats`]).
+///
+/// [`stats`]: super::stats
+async fn resource_metrics(shared: &Shared, method: &Method) -> Response<Body> {
+    if *method != Method::GET {
+        return full(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match super::stats::render(shared).await {
+        Ok(text) => {
+            let mut r = full(StatusCode::OK, text);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::simulate::kubelet_server::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kubelet endpoint: reading resource usage failed");
+            full(StatusCode::INTERNAL_SERVER_ERROR, format!("reading resource usage: {e}\n"))
+        }
     }
 }
 

@@ -237,7 +237,7 @@ async fn respond(state: Arc<State>, method: &Method, path: &str) -> Response<Ful
                 let now = Timestamp::now();
                 let sample = usage.sample(now);
                 drop(usage);
-                render(&sample, &state.prefix, now)
+                render(&sample, Some(&state.prefix), now)
             })
             .await;
             match body {
@@ -324,13 +324,14 @@ fn epoch_seconds(t: Timestamp) -> f64 {
 
 /// `sample` read at `now` as the kubelet's `/metrics/resource` text: every family of
 /// [`FAMILIES`] with `# HELP` and `# TYPE`, every sample stamped with `now` in
-/// milliseconds. Node series carry a `node` label (`{prefix}-{i}`; one endpoint serves
-/// many nodes), pod series `namespace` and `pod`, container series `container` too.
-pub fn render(sample: &Sample, prefix: &str, now: Timestamp) -> String {
+/// milliseconds. With a `prefix`, node series carry a `node` label (`{prefix}-{i}`: one
+/// endpoint serves many nodes); without, they have no labels (a real kubelet serves only
+/// its own node). Pod series carry `namespace` and `pod`, container series `container` too.
+pub fn render(sample: &Sample, prefix: Option<&str>, now: Timestamp) -> String {
     let ts = now.as_millisecond();
     let containers: usize = sample.pods.iter().map(|p| p.containers.len()).sum();
     let mut out = String::with_capacity(2048 + 120 * sample.nodes.len() + 130 * sample.pods.len() + 450 * containers);
-    let prefix = escape_label(prefix);
+    let prefix = prefix.map(escape_label);
     let pods: Vec<(String, String)> =
         sample.pods.iter().map(|p| (escape_label(&p.namespace), escape_label(&p.name))).collect();
     for (family, kind, help) in FAMILIES {
@@ -363,7 +364,10 @@ pub fn render(sample: &Sample, prefix: &str, now: Timestamp) -> String {
                     } else {
                         n.memory_bytes as f64
                     };
-                    let _ = writeln!(out, "{family}{{node=\"{prefix}-{}\"}} {} {ts}", n.node, go_float(v));
+                    let _ = match &prefix {
+                        Some(p) => writeln!(out, "{family}{{node=\"{p}-{}\"}} {} {ts}", n.node, go_float(v)),
+                        None => writeln!(out, "{family} {} {ts}", go_float(v)),
+                    };
                 }
             }
             "pod_cpu_usage_seconds_total" | "pod_memory_working_set_bytes" => {
@@ -465,7 +469,7 @@ mod tests {
 
     #[test]
     fn the_text_has_every_family_and_timestamps() {
-        let text = render(&sample(), "sim", t(1764201600123));
+        let text = render(&sample(), Some("sim"), t(1764201600123));
         let want = [
             "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds",
             "# TYPE container_cpu_usage_seconds_total counter",
@@ -497,11 +501,17 @@ mod tests {
         assert_eq!(text.lines().collect::<Vec<_>>(), want);
         assert!(text.ends_with('\n'));
         // No pods: every family is still described.
-        let empty = render(&Sample { nodes: vec![], pods: vec![] }, "sim", t(5));
+        let empty = render(&Sample { nodes: vec![], pods: vec![] }, Some("sim"), t(5));
         for (family, kind, _) in FAMILIES {
             assert!(empty.contains(&format!("# TYPE {family} {kind}\n")), "{family}");
         }
         assert!(empty.ends_with("resource_scrape_error 0 5\n"));
+        // A real kubelet's own node: no label.
+        let mut one = sample();
+        one.nodes.truncate(1);
+        let own = render(&one, None, t(7));
+        assert!(own.contains("\nnode_cpu_usage_seconds_total 12.5 7\n"), "{own}");
+        assert!(own.contains("\nnode_memory_working_set_bytes 1.34217728e+08 7\n"), "{own}");
     }
 
     // --- The server, over TLS on 127.0.0.1.

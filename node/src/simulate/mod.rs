@@ -41,7 +41,7 @@ mod queue;
 mod register;
 pub(crate) mod retry;
 mod spread;
-mod usage;
+pub(crate) mod usage;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

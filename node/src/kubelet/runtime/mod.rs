@@ -84,6 +84,9 @@ pub struct Listed {
     pub status: String,
     #[serde(default)]
     pub pid: i32,
+    /// When it was created (RFC 3339).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 /// The OCI runtime's command line.
