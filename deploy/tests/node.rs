@@ -221,6 +221,8 @@ spec:
     image: {image}
     command: [sh, -c, \"trap 'echo term >> /host/log; exit 0' TERM; echo up >> /host/log; while true; do sleep 0.2; done\"]
     lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, 'echo poststart >> /host/log']}}
       preStop:
         exec: {{command: [sh, -c, 'echo prestop >> /host/log']}}
     volumeMounts: [{{name: host, mountPath: /host}}]
@@ -248,7 +250,48 @@ spec:
     )
     .await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(text, "up\nprestop\nterm\n", "the preStop hook runs before SIGTERM{}", node.log());
+    // postStart runs beside the container's command (either may write first).
+    let (started, stopped) = text.split_at(text.find("prestop").unwrap_or(text.len()));
+    let mut started: Vec<&str> = started.lines().collect();
+    started.sort_unstable();
+    assert_eq!(started, ["poststart", "up"], "{text}{}", node.log());
+    assert_eq!(stopped, "prestop\nterm\n", "the preStop hook runs before SIGTERM{}", node.log());
+
+    // A failing postStart hook kills its container, which restarts with back-off, saying why.
+    let yaml = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: badhook}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'sleep 3600']
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, 'exit 4']}}
+",
+        node = node.name
+    );
+    must_kubectl(kubeconfig, &["apply", "-f", "-"], Some(&yaml)).await;
+    let s = wait_pod(pods, "badhook", node, "restarted after failed postStart hooks", |s| {
+        container(s)["restartCount"].as_i64() >= Some(1)
+            && container(s)["state"]["waiting"]["reason"]
+                .as_str()
+                .is_some_and(|r| r == "PostStartHookError" || r == "CrashLoopBackOff")
+    })
+    .await;
+    assert_eq!(container(&s)["lastState"]["terminated"]["exitCode"], 137, "{s}");
+    assert_eq!(s["phase"], "Running", "{s}");
+    let s = wait_pod(pods, "badhook", node, "saying why its container is not running", |s| {
+        container(s)["state"]["waiting"]["reason"] == "PostStartHookError"
+    })
+    .await;
+    let message = container(&s)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("exited with 4"), "{s}");
+    pods.delete("badhook", &DeleteParams::default()).await.expect("delete the badhook pod");
 }
 
 /// `kubectl top` on a real node: a pod spinning under a 250m CPU limit is seen using CPU

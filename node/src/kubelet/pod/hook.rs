@@ -1,6 +1,8 @@
-//! Container lifecycle hooks (upstream's handlerRunner): a `preStop` handler — exec in the
-//! container, an HTTP(S) GET against the pod, or a sleep — runs before the container is
-//! sent SIGTERM, within the pod's grace period.
+//! Container lifecycle hooks (upstream's handlerRunner): a handler — exec in the
+//! container, an HTTP(S) GET against the pod, or a sleep. `postStart` runs right after
+//! the container starts (the pod's next container waits for it; a failure kills the
+//! container); `preStop` runs before the container is sent SIGTERM, within the pod's
+//! grace period.
 
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ pub async fn run(
     };
     match tokio::time::timeout(limit, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("did not finish within the grace period ({}s)", limit.as_secs())),
+        Err(_) => Err(format!("did not finish within {}s", limit.as_secs())),
     }
 }
 
@@ -73,7 +75,7 @@ mod tests {
         let h: LifecycleHandler = serde_json::from_value(json!({"sleep": {"seconds": 30}})).unwrap();
         let t = std::time::Instant::now();
         let err = run(&h, &c, "", &runtime(), "id", Duration::from_millis(200)).await.unwrap_err();
-        assert!(err.contains("grace period") && t.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err.contains("did not finish within") && t.elapsed() < Duration::from_secs(5), "{err}");
         let h: LifecycleHandler = serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
         assert!(run(&h, &c, "", &runtime(), "id", Duration::from_secs(2)).await.is_err(), "no runtime: a failure");
         let h: LifecycleHandler = serde_json::from_value(json!({"tcpSocket": {"port": 80}})).unwrap();

@@ -39,6 +39,9 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// The longest a postStart hook may run (upstream sets none; the pod's deletion or the
+/// agent's stop also end it).
+const POST_START_LIMIT: Duration = Duration::from_secs(300);
 
 /// A container's back-off (crash loops and image pulls).
 #[derive(Debug, Default, Clone)]
@@ -88,6 +91,9 @@ pub struct Worker {
     claims_error: Option<String>,
     /// The pod's start: its span and its duration.
     start: StartTrace,
+    /// The pod as the API last said and the agent's stop, for what must end early (a
+    /// postStart hook when the pod is deleted).
+    updates: Option<(watch::Receiver<Option<Arc<Pod>>>, CancellationToken)>,
 }
 
 impl Worker {
@@ -107,11 +113,13 @@ impl Worker {
             exited: Arc::new(tokio::sync::Notify::new()),
             claims_error: None,
             start: StartTrace::new(),
+            updates: None,
         }
     }
 
     /// Run until the pod is gone and undone (or `stop`: then leave it running).
     pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>, stop: CancellationToken) {
+        self.updates = Some((rx.clone(), stop.clone()));
         loop {
             let pod = rx.borrow_and_update().clone();
             let wait = match &pod {
@@ -594,6 +602,7 @@ impl Worker {
             cgroups_path: format!("/keelson/{id}"),
         };
         bundle::write(&files.bundle(), &cs).map_err(|e| fail(e.to_string()))?;
+        let mut running = false;
         let mut rec = Record {
             attempt,
             id: id.clone(),
@@ -606,7 +615,10 @@ impl Worker {
         container::save(&self.dir, &c.name, &rec).map_err(|e| fail(format!("recording the container: {e}")))?;
         self.start.container_started();
         match self.shared.runtime.start(&id, &files, self.exited.clone()).await {
-            Ok(Started::Running { .. }) => rec.started_at = Some(crate::kubelet::now()),
+            Ok(Started::Running { .. }) => {
+                rec.started_at = Some(crate::kubelet::now());
+                running = true;
+            }
             // It ran, briefly, or it could not start (then the runtime said why).
             Ok(Started::Exited { exit, error: Some(e) }) if exit.exit_code != 0 => rec.start_error = Some(e),
             Ok(Started::Exited { exit, .. }) => rec.started_at = Some(exit.finished_at),
@@ -618,7 +630,47 @@ impl Worker {
         }
         container::save(&self.dir, &c.name, &rec).map_err(|e| fail(format!("recording the container: {e}")))?;
         tracing::info!(container = %c.name, id, attempt, error = rec.start_error.as_deref(), "container started");
+        let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+        if let (true, Some(h)) = (running, post_start) {
+            // As upstream: the next container starts, and this one counts as running, only
+            // once the hook is done; a failed hook kills the container, which then restarts
+            // as its pod's restartPolicy says.
+            if let Err(e) = self.post_start(h, c, &id, sb.ip.as_deref().unwrap_or_default()).await {
+                tracing::warn!(container = %c.name, error = %e, "postStart hook failed; killing the container");
+                if let Err(k) = self.shared.runtime.kill(&id, "KILL").await {
+                    tracing::warn!(id, error = %k, "killing the container failed");
+                }
+                return Err(("PostStartHookError".into(), e, false));
+            }
+            tracing::info!(container = %c.name, "postStart hook ran");
+        }
         Ok(())
+    }
+
+    /// Run a postStart hook until it ends, the pod is being deleted or the agent stops.
+    async fn post_start(
+        &self,
+        h: &k8s_openapi::api::core::v1::LifecycleHandler,
+        c: &Container,
+        id: &str,
+        pod_ip: &str,
+    ) -> Result<(), String> {
+        let hook = super::hook::run(h, c, pod_ip, &self.shared.runtime, id, POST_START_LIMIT);
+        let Some((rx, stop)) = self.updates.clone() else { return hook.await };
+        let deleted = async move {
+            let mut rx = rx;
+            loop {
+                let gone = rx.borrow_and_update().as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+                if gone || rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = hook => r,
+            () = deleted => Err("the pod is being deleted".into()),
+            () = stop.cancelled() => Err("the agent is stopping".into()),
+        }
     }
 
     /// The ConfigMaps and Secrets `c`'s environment uses.
