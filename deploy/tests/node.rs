@@ -291,6 +291,7 @@ spec:
     .await;
     let message = container(&s)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("exited with 4"), "{s}");
+    describes(kubeconfig, node, "badhook", &["FailedPostStartHook", "PostStartHook failed"]).await;
     pods.delete("badhook", &DeleteParams::default()).await.expect("delete the badhook pod");
 }
 
@@ -352,6 +353,26 @@ spec:
         "{top}"
     );
     pods.delete("burn", &DeleteParams::default()).await.expect("delete the spinning pod");
+}
+
+/// Wait for `kubectl describe pod <name>` to list events from the kubelet that say each
+/// of `want`.
+async fn describes(kubeconfig: &Path, node: &Node, name: &str, want: &[&str]) {
+    let last = std::sync::Mutex::new(String::new());
+    eventually_or(
+        WAIT,
+        &format!("kubectl describe pod {name} to list the kubelet's events {want:?}"),
+        || async {
+            let (ok, out, err) = sim::kubectl(kubeconfig, &["describe", "pod", name], None).await;
+            *last.lock().unwrap() = format!("{out}{err}");
+            let events = out.split_once("\nEvents:").map(|(_, e)| e.to_string())?;
+            // Each wanted text on an event line whose source is the kubelet.
+            let from_kubelet = |w: &&str| events.lines().any(|l| l.contains(w) && l.contains("kubelet"));
+            (ok && want.iter().all(from_kubelet)).then_some(())
+        },
+        || format!("\nlast describe: {}{}", last.lock().unwrap(), node.log()),
+    )
+    .await;
 }
 
 fn status(p: &Pod) -> Value {
@@ -471,6 +492,9 @@ async fn real_node_runs_pods_in_runc_with_cni() {
         "{logs}"
     );
 
+    // The kubelet's Events, as `kubectl describe` lists them.
+    describes(&kubeconfig, &node, "web", &["Pulled", "Created", "Started"]).await;
+
     traced_start(&c, &node, &collector, &pods, &image).await;
     pre_stop_runs_before_sigterm(&node, &pods, &kubeconfig, &image).await;
     top_reads_cgroups(&node, &pods, &kubeconfig, &image).await;
@@ -488,6 +512,7 @@ async fn real_node_runs_pods_in_runc_with_cni() {
         container(s)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     })
     .await;
+    describes(&kubeconfig, &node, "crash", &["Back-off restarting failed container main"]).await;
 
     // 3. Run-to-completion pods end Succeeded or Failed with their exit codes.
     must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&on_node(pod_yaml("ok", &image, "Never", "exit 0")))).await;

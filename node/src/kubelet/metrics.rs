@@ -17,6 +17,8 @@ pub struct Metrics {
     pub runtime_errors: IntCounterVec,
     /// `kubelet_runtime_operations_duration_seconds{operation_type}`.
     pub runtime_duration: HistogramVec,
+    /// `keelson_kubelet_events_dropped_total`: Events dropped because the queue was full.
+    pub events_dropped: prometheus::IntCounter,
 }
 
 /// The process's kubelet metrics.
@@ -56,7 +58,17 @@ pub fn metrics() -> &'static Metrics {
             &["operation_type"],
         )
         .expect("literal metric options"),
+        events_dropped: prometheus::IntCounter::new(
+            "keelson_kubelet_events_dropped_total",
+            "Events the kubelet dropped because its queue of events to write was full.",
+        )
+        .expect("literal metric options"),
     })
+}
+
+/// An Event dropped (see [`super::events`]).
+pub fn event_dropped() {
+    metrics().events_dropped.inc();
 }
 
 impl Metrics {
@@ -76,11 +88,12 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let r = Registry::new();
         let m = metrics();
-        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
             Box::new(m.pod_start.clone()),
             Box::new(m.runtime_ops.clone()),
             Box::new(m.runtime_errors.clone()),
             Box::new(m.runtime_duration.clone()),
+            Box::new(m.events_dropped.clone()),
         ];
         for c in collectors {
             // Distinct literal names: registering cannot collide.

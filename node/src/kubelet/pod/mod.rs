@@ -39,6 +39,8 @@ pub struct Shared {
     pub images: ImageStore,
     /// Pod networking, once the node has its podCIDR.
     pub cni: watch::Receiver<Option<Arc<Cni>>>,
+    /// The Events the pods' workers record.
+    pub events: crate::kubelet::events::Events,
     /// (namespace, name) → uid of the pods bound here, for the kubelet endpoint.
     pub names: std::sync::Mutex<HashMap<(String, String), String>>,
 }

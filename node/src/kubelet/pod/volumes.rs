@@ -421,31 +421,6 @@ pub async fn claims(client: &kube::Client, pod: &Pod, node: &str, pod_dir: &Path
     Ok(out)
 }
 
-/// Say why the pod cannot mount its volumes (a `FailedMount` Warning event on the pod).
-pub async fn report_failed_mount(client: &kube::Client, pod: &Pod, node: &str, message: &str) {
-    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "kubelet".into(), instance: Some(node.to_string()) });
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: pod.metadata.namespace.clone(),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
-    };
-    let ev = Event {
-        type_: EventType::Warning,
-        reason: "FailedMount".into(),
-        note: Some(format!("Unable to attach or mount volumes: {message}")),
-        action: "Mount".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &reference).await {
-        tracing::debug!(error = %e, "FailedMount event not recorded");
-    }
-}
-
 /// Make every volume of the pod; their host directories by name.
 pub async fn prepare(
     client: &kube::Client,

@@ -302,7 +302,8 @@ impl Worker {
         if self.claims_error.as_deref() != Some(e.message()) {
             tracing::info!(reason = %e, "the pod waits for its volumes");
             if let volumes::ClaimError::Failed(m) = e {
-                volumes::report_failed_mount(&self.shared.client, pod, &self.shared.cfg.node_name, m).await;
+                let note = format!("Unable to attach or mount volumes: {m}");
+                self.shared.events.pod(pod, None, true, "FailedMount", note);
             }
             self.claims_error = Some(e.message().to_string());
         }
@@ -353,6 +354,10 @@ impl Worker {
             }
             if t.due(Instant::now()) {
                 let result = t.run(c, &ip, &runtime, &r.id).await;
+                if let Err(e) = &result {
+                    let note = format!("{:?} probe failed: {e}", t.kind);
+                    self.shared.events.pod(pod, Some(&c.name), true, "Unhealthy", note);
+                }
                 let changed = t.record(result.is_ok(), result.err(), Instant::now());
                 if changed || t.last_error.is_some() {
                     tracing::info!(container = %c.name, probe = ?t.kind, ok = t.ok, error = t.last_error.as_deref(), "probe");
@@ -371,6 +376,9 @@ impl Worker {
         }
         if let Some(why) = kill {
             tracing::info!(container = %c.name, reason = %why, "killing the container; it will be restarted");
+            let kind = why.split(' ').next().unwrap_or_default().to_ascii_lowercase();
+            let note = format!("Container {} failed {kind} probe, will be restarted", c.name);
+            self.shared.events.pod(pod, Some(&c.name), false, "Killing", note);
             let _ = runtime.kill(&r.id, "TERM").await;
             ctr.killing = Some((r.attempt, Instant::now() + grace_period(grace)));
             ctr.probes = None;
@@ -473,6 +481,13 @@ impl Worker {
             } else if ctr.crash.until.is_none() {
                 ctr.crash.bump(cfg.initial_backoff, cfg.max_backoff);
                 let left = ctr.crash.until.map(|u| u.saturating_duration_since(Instant::now())).unwrap_or_default();
+                self.shared.events.pod(
+                    pod,
+                    Some(&c.name),
+                    true,
+                    "BackOff",
+                    format!("Back-off restarting failed container {} in pod {}", c.name, pod_title(pod)),
+                );
                 ctr.waiting = Some((
                     "CrashLoopBackOff".into(),
                     Some(format!(
@@ -495,6 +510,14 @@ impl Worker {
             if let Some((reason, _)) = ctr.waiting.as_mut() {
                 if reason == "ErrImagePull" {
                     *reason = "ImagePullBackOff".into();
+                    let image = c.image.clone().unwrap_or_default();
+                    self.shared.events.pod(
+                        pod,
+                        Some(&c.name),
+                        false,
+                        "BackOff",
+                        format!("Back-off pulling image {image:?}"),
+                    );
                 }
             }
             if let Some(u) = ctr.pull.until {
@@ -512,6 +535,9 @@ impl Worker {
             }
             Err((reason, message, pull)) => {
                 tracing::warn!(container = %c.name, reason, message, "container not started");
+                if reason == "CreateContainerConfigError" || reason == "RunContainerError" {
+                    self.shared.events.pod(pod, Some(&c.name), true, "Failed", format!("Error: {message}"));
+                }
                 let ctr = self.ctrs.entry(c.name.clone()).or_default();
                 let b = if pull { &mut ctr.pull } else { &mut ctr.crash };
                 b.bump(cfg.initial_backoff, cfg.max_backoff);
@@ -547,10 +573,27 @@ impl Worker {
                 ctr.waiting = Some(("ContainerCreating".into(), None));
             }
         }
+        let events = &self.shared.events;
+        let present = policy != PullPolicy::Always && self.shared.images.present(&image_ref).is_some();
+        if !present && policy != PullPolicy::Never {
+            events.pod(pod, Some(&c.name), false, "Pulling", format!("Pulling image {image_ref:?}"));
+        }
+        let pull_started = Instant::now();
         let image = self.shared.images.ensure(&image_ref, policy).await.map_err(|e| {
             let reason = e.reason().to_string();
+            let (why, note) = match reason.as_str() {
+                "ErrImagePull" => ("Failed", format!("Failed to pull image {image_ref:?}: {e}")),
+                r => (r, e.to_string()),
+            };
+            events.pod(pod, Some(&c.name), true, why, note);
             (reason, e.to_string(), true)
         })?;
+        let note = if present {
+            format!("Container image {image_ref:?} already present on machine")
+        } else {
+            format!("Successfully pulled image {image_ref:?} in {:.3}s", pull_started.elapsed().as_secs_f64())
+        };
+        events.pod(pod, Some(&c.name), false, "Pulled", note);
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m, false);
         let sources = self.sources(pod, c).await.map_err(config_err)?;
         let pod_ip = sb.ip.clone().unwrap_or_default();
@@ -630,6 +673,13 @@ impl Worker {
         }
         container::save(&self.dir, &c.name, &rec).map_err(|e| fail(format!("recording the container: {e}")))?;
         tracing::info!(container = %c.name, id, attempt, error = rec.start_error.as_deref(), "container started");
+        match &rec.start_error {
+            None => {
+                events.pod(pod, Some(&c.name), false, "Created", format!("Created container: {}", c.name));
+                events.pod(pod, Some(&c.name), false, "Started", format!("Started container {}", c.name));
+            }
+            Some(e) => events.pod(pod, Some(&c.name), true, "Failed", format!("Error: {e}")),
+        }
         let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
         if let (true, Some(h)) = (running, post_start) {
             // As upstream: the next container starts, and this one counts as running, only
@@ -637,6 +687,14 @@ impl Worker {
             // as its pod's restartPolicy says.
             if let Err(e) = self.post_start(h, c, &id, sb.ip.as_deref().unwrap_or_default()).await {
                 tracing::warn!(container = %c.name, error = %e, "postStart hook failed; killing the container");
+                events.pod(pod, Some(&c.name), true, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
+                events.pod(
+                    pod,
+                    Some(&c.name),
+                    false,
+                    "Killing",
+                    format!("FailedPostStartHook: stopping container {}", c.name),
+                );
                 if let Err(k) = self.shared.runtime.kill(&id, "KILL").await {
                     tracing::warn!(id, error = %k, "killing the container failed");
                 }
@@ -736,7 +794,10 @@ impl Worker {
             self.pre_stop(pod, &live, grace).await;
         }
         let grace = grace.saturating_sub(hooks_started.elapsed()).max(MIN_GRACE_AFTER_HOOKS);
-        for (_, id, _) in &live {
+        for (name, id, _) in &live {
+            if let Some(pod) = pod {
+                self.shared.events.pod(pod, Some(name), false, "Killing", format!("Stopping container {name}"));
+            }
             if let Err(e) = self.shared.runtime.kill(id, "TERM").await {
                 tracing::warn!(id, error = %e, "SIGTERM failed");
             }
@@ -801,7 +862,11 @@ impl Worker {
             Some(async move {
                 match super::hook::run(h, c, pod_ip, runtime, id, grace).await {
                     Ok(()) => tracing::info!(container = %c.name, "preStop hook ran"),
-                    Err(e) => tracing::warn!(container = %c.name, error = %e, "preStop hook failed"),
+                    Err(e) => {
+                        tracing::warn!(container = %c.name, error = %e, "preStop hook failed");
+                        let note = format!("PreStopHook failed: {e}");
+                        self.shared.events.pod(pod, Some(&c.name), true, "FailedPreStopHook", note);
+                    }
                 }
             })
         });
@@ -819,6 +884,17 @@ impl Worker {
             })
             .collect()
     }
+}
+
+/// `name_namespace(uid)`, as upstream names a pod in messages.
+fn pod_title(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}({})",
+        m.name.as_deref().unwrap_or_default(),
+        m.namespace.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    )
 }
 
 /// A grace period in seconds as a duration (negative: none; capped at a day, so no
