@@ -1,7 +1,8 @@
 //! `keelson cluster up|status|down`: a local multi-master cluster, each master a
 //! `keelson server` process with its own address (a network namespace per master on a
 //! bridge as root, else its own loopback address), an admin kubeconfig, and optionally
-//! simulated nodes. The harness itself is `keelson_chaos::cluster`; this is its CLI.
+//! simulated nodes (`--simulate N`) or real ones (`--agents N`, each its own namespace).
+//! The harness itself is `keelson_chaos::cluster`; this is its CLI.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -43,9 +44,14 @@ pub struct UpArgs {
     /// Run N simulated nodes (`keelson agent --simulate N` against every master).
     #[arg(long, value_name = "N")]
     pub simulate: Option<usize>,
-    /// Real nodes (not supported yet).
+    /// Run N real nodes (1 to 9): `keelson agent --node-name nI`, each in its own network
+    /// namespace on the cluster's bridge (netns network: root, runc or crun, the CNI plugins).
     #[arg(long, value_name = "N", conflicts_with = "simulate")]
     pub agents: Option<usize>,
+    /// One more `keelson agent` argument for every real node; repeatable
+    /// (`--agent-arg=--insecure-registry --agent-arg=10.150.7.1:5000`).
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true, requires = "agents")]
+    pub agent_args: Vec<String>,
     #[arg(long, value_enum, default_value_t = Network::Auto)]
     pub network: Network,
     /// The netns network's /24 (e.g. 10.150.7.0; default: a free one derived from --dir).
@@ -97,11 +103,6 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
 }
 
 async fn up(a: UpArgs) -> Result<()> {
-    if a.agents.is_some() {
-        bail!(
-            "--agents (real nodes) is not supported by `keelson cluster up` yet; use --simulate N for simulated nodes"
-        );
-    }
     let network = match a.network {
         Network::Netns => NetworkMode::Netns { subnet: a.subnet, prefix: a.prefix.clone() },
         Network::Loopback => NetworkMode::Loopback,
@@ -128,6 +129,8 @@ async fn up(a: UpArgs) -> Result<()> {
         simulate: a.simulate,
         server_args: a.server_args.clone(),
         log_filter: a.master_log.clone(),
+        agents: a.agents.unwrap_or(0),
+        agent_args: a.agent_args.clone(),
     };
     // Interrupted while starting: the half-started cluster is dropped, which tears it down.
     let mut c = tokio::select! {
@@ -150,6 +153,16 @@ async fn up(a: UpArgs) -> Result<()> {
             "simulated nodes: {} (agent pid {pid}, log {})",
             a.simulate.unwrap_or(0),
             c.agent_log_path().display()
+        );
+    }
+    for (i, n) in c.nodes().iter().enumerate() {
+        eprintln!(
+            "node {}: {} in namespace {}, agent pid {}, log {}",
+            n.name,
+            n.ip,
+            n.netns,
+            c.node_pid(i).map_or("-".into(), |p| p.to_string()),
+            n.log.display()
         );
     }
     eprintln!(
@@ -177,6 +190,14 @@ async fn show_status(a: StatusArgs) -> Result<()> {
                 "running": c.agent_pid().is_some(),
                 "log": ag.log,
             })),
+            "nodes": c.nodes().iter().enumerate().map(|(i, n)| serde_json::json!({
+                "name": n.name,
+                "ip": n.ip,
+                "netns": n.netns,
+                "pid": c.node_pid(i),
+                "running": c.node_pid(i).is_some(),
+                "log": n.log,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -190,6 +211,12 @@ async fn show_status(a: StatusArgs) -> Result<()> {
         match c.agent_pid() {
             Some(pid) => println!("agent: {} simulated nodes, pid {pid}", ag.simulate),
             None => println!("agent: not running (log {})", ag.log.display()),
+        }
+    }
+    for (i, n) in c.nodes().iter().enumerate() {
+        match c.node_pid(i) {
+            Some(pid) => println!("node {} ({}): agent pid {pid}", n.name, n.ip),
+            None => println!("node {} ({}): agent not running (log {})", n.name, n.ip, n.log.display()),
         }
     }
     Ok(())

@@ -228,15 +228,6 @@ async fn up_status_leader_kill_down() {
 }
 
 #[test]
-fn real_agents_are_refused_with_a_clear_error() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (ok, _, err) = keelson(&["cluster", "up", "--masters", "3", "--agents", "2"], tmp.path());
-    assert!(!ok);
-    assert!(err.contains("--agents") && err.contains("not supported") && err.contains("--simulate"), "{err}");
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "nothing was started or written");
-}
-
-#[test]
 fn status_and_down_without_a_cluster_say_so() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for cmd in [["cluster", "status"], ["cluster", "down"]] {

@@ -4,7 +4,8 @@
 //! segment (a bridge in `M`), with routes between the nodes' pod CIDRs. A pod on A reaches,
 //! by DNS name, a Service whose only endpoint is a pod on B. Every address used lives
 //! inside these namespaces; the guard kills the processes, removes the containers and
-//! deletes the namespaces (and with them every interface and nft table), failed or not.
+//! deletes the namespaces (and with them every interface and nft table) and unmounts the
+//! containers' root filesystems, failed or not.
 
 mod common;
 
@@ -146,6 +147,10 @@ impl Drop for Hosts {
         }
         for h in ["m", "a", "b"] {
             let _ = NetNs::delete_by_name(&self.ns(h));
+        }
+        // The agents' container root filesystems, deepest first.
+        for m in keelson_node::kubelet::runtime::rootfs::mounts_under(self.dir.path()) {
+            let _ = keelson_node::kubelet::runtime::rootfs::unmount(&m);
         }
     }
 }

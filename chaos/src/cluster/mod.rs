@@ -19,6 +19,7 @@
 pub mod kubeconfig;
 pub mod layout;
 pub mod netns;
+pub mod nodes;
 pub mod process;
 pub mod state;
 pub mod status;
@@ -83,8 +84,12 @@ pub struct ClusterSpec {
     pub simulate: Option<usize>,
     /// More `keelson server` arguments, for every master.
     pub server_args: Vec<String>,
-    /// KEELSON_LOG of the masters and the agent (e.g. `info`).
+    /// KEELSON_LOG of the masters and the agents (e.g. `info`).
     pub log_filter: String,
+    /// Real nodes: `keelson agent --node-name nI`, each in its own namespace (netns only).
+    pub agents: usize,
+    /// More `keelson agent` arguments, for every real node.
+    pub agent_args: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -100,6 +105,8 @@ impl ClusterSpec {
             simulate: None,
             server_args: Vec::new(),
             log_filter: "info".into(),
+            agents: 0,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -149,6 +156,8 @@ pub struct Cluster {
     /// Master `i`'s process while it runs.
     procs: Vec<Option<Proc>>,
     agent: Option<Proc>,
+    /// Real node `i`'s agent while it runs.
+    node_procs: Vec<Option<Proc>>,
     /// Brought up by this process: torn down on drop unless detached.
     owned: bool,
     detached: bool,
@@ -196,6 +205,7 @@ impl Cluster {
                 .filter(|&i| old.is_running(i))
                 .map(|i| format!("{} (pid {})", old.name(i), old.pid(i).unwrap_or(0)))
                 .chain(old.agent.as_ref().filter(|a| a.is_running()).map(|a| format!("agent (pid {})", a.pid)))
+                .chain(old.running_nodes().map(|(n, pid)| format!("node {n} (pid {pid})")))
                 .collect();
             if !running.is_empty() {
                 return Err(ClusterError::AlreadyUp {
@@ -212,7 +222,8 @@ impl Cluster {
                 )));
             }
         }
-        let net = resolve_net(&spec.network, &dir, spec.masters, prior.as_ref().map(|p| &p.net))?;
+        let net = netns::resolve_net(&spec.network, &dir, spec.masters, prior.as_ref().map(|p| &p.net))?;
+        let nodes = nodes::plan(&net, &dir, spec.agents)?;
 
         let masters = (0..spec.masters)
             .map(|i| MasterState {
@@ -237,9 +248,17 @@ impl Cluster {
             masters,
             bridge: net.bridge().map(|(name, ip)| BridgeState { name, ip }),
             agent: spec.simulate.map(|n| AgentState { simulate: n, pid: None, log: dir.join("agent.log") }),
+            nodes,
+            agent_args: spec.agent_args.clone(),
         };
 
         netns::create(&net, spec.masters)?;
+        if let (Some((bridge, bridge_ip)), false) = (net.bridge(), state.nodes.is_empty()) {
+            if let Err(e) = nodes::create(&state.nodes, (&bridge, bridge_ip)) {
+                netns::delete(&net, spec.masters);
+                return Err(e);
+            }
+        }
         let mut c = Cluster::from_state(dir, state);
         c.owned = true;
         for i in 0..c.len() {
@@ -250,6 +269,9 @@ impl Cluster {
         if spec.simulate.is_some() {
             c.spawn_agent()?;
             c.save()?;
+        }
+        if !c.state.nodes.is_empty() {
+            c.start_nodes(timeout).await?;
         }
         Ok(c)
     }
@@ -268,7 +290,8 @@ impl Cluster {
         let procs =
             state.masters.iter().map(|m| m.pid.map(|pid| Proc::adopt(pid, m.data_dir.clone()))).collect::<Vec<_>>();
         let agent = state.agent.as_ref().and_then(|a| a.pid).map(|pid| Proc::adopt(pid, dir.join("admin.kubeconfig")));
-        Cluster { dir, state, procs, agent, owned: false, detached: false, torn_down: false }
+        let node_procs = state.nodes.iter().map(|n| n.pid.map(|pid| Proc::adopt(pid, n.root_dir.clone()))).collect();
+        Cluster { dir, state, procs, agent, node_procs, owned: false, detached: false, torn_down: false }
     }
 
     /// Leave the processes, namespaces and bridge running when this value is dropped
@@ -588,6 +611,9 @@ impl Cluster {
         if let Some(a) = st.agent.as_mut() {
             a.pid = self.agent.as_ref().map(|p| p.pid);
         }
+        for (n, p) in st.nodes.iter_mut().zip(&self.node_procs) {
+            n.pid = p.as_ref().map(|p| p.pid);
+        }
         st.write(&self.dir)
     }
 
@@ -599,6 +625,11 @@ impl Cluster {
         let mut procs: Vec<(String, Proc)> = Vec::new();
         if let Some(a) = self.agent.take() {
             procs.push(("agent".into(), a));
+        }
+        for (n, p) in self.state.nodes.iter().zip(self.node_procs.iter_mut()) {
+            if let Some(p) = p.take() {
+                procs.push((format!("node {}", n.name), p));
+            }
         }
         for i in 0..self.len() {
             if let Some(p) = self.procs[i].take() {
@@ -626,6 +657,7 @@ impl Cluster {
                 failed.push(format!("{} (pid {}) is still there after SIGKILL", procs[k].0, procs[k].1.pid));
             }
         }
+        failed.extend(self.remove_nodes());
         failed.extend(netns::delete(&self.state.net, self.len()));
         // A disk-full fault interrupted midway leaves a data dir on a tmpfs: unmount it
         // (its data copied back to disk first unless purging).
@@ -652,6 +684,7 @@ impl Cluster {
             self.state.masters.iter().flat_map(|m| [m.data_dir.clone(), m.log.clone()]).collect();
         paths.extend((0..self.len()).map(|i| self.kubeconfig_path_for(i)));
         paths.extend([self.pki_dir(), self.kubeconfig_path(), self.agent_log_path(), State::path(&self.dir)]);
+        paths.extend(self.state.nodes.iter().flat_map(|n| [n.root_dir.clone(), n.log.clone()]));
         paths.extend(
             (0..self.len())
                 .flat_map(|i| [self.data_aside_dir(i), self.data_saved_dir(i), self.data_tmpfs_live_marker(i)]),
@@ -818,6 +851,14 @@ impl Drop for Cluster {
         if let Some(mut a) = self.agent.take() {
             let _ = a.kill(Duration::from_secs(5));
         }
+        for p in self.node_procs.iter_mut() {
+            if let Some(mut p) = p.take() {
+                let _ = p.kill(Duration::from_secs(5));
+            }
+        }
+        for e in self.remove_nodes() {
+            tracing::warn!(error = %e, "cluster teardown");
+        }
         for p in self.procs.iter_mut() {
             if let Some(mut p) = p.take() {
                 let _ = p.kill(Duration::from_secs(5));
@@ -832,68 +873,5 @@ impl Drop for Cluster {
             }
         }
         let _ = self.save();
-    }
-}
-
-/// The network a cluster in `dir` gets: what the spec asks, else what the cluster had
-/// before (`prior`), else defaults (a free subnet, a prefix from the directory).
-fn resolve_net(mode: &NetworkMode, dir: &Path, masters: usize, prior: Option<&Net>) -> Result<Net, ClusterError> {
-    let seed = layout::fnv1a(dir.as_os_str().as_encoded_bytes());
-    match mode {
-        NetworkMode::Netns { subnet, prefix } => {
-            if let Err(why) = netns::available() {
-                return Err(ClusterError::Unavailable(format!(
-                    "the netns network needs root, iproute2 (ip) and nsenter: {why}; use the loopback network instead"
-                )));
-            }
-            let prefix = match (prefix, prior) {
-                (Some(p), _) => p.clone(),
-                (None, Some(Net::Netns { prefix, .. })) => prefix.clone(),
-                (None, _) => layout::default_prefix(dir),
-            };
-            layout::check_prefix(&prefix)?;
-            let used = layout::used_routes();
-            let subnet = match (subnet, prior) {
-                (_, Some(Net::Loopback { .. })) => {
-                    return Err(ClusterError::Spec(format!(
-                        "{} holds a loopback cluster's data (its members' addresses are loopback ones): use the loopback network, or remove it (`keelson cluster down --purge`)",
-                        dir.display()
-                    )))
-                }
-                (Some(s), Some(Net::Netns { subnet: old, .. })) if layout::network_of(*s) != *old => {
-                    return Err(ClusterError::Spec(format!(
-                        "{} holds a cluster on {old}/24 (its members' addresses are there): use that subnet, or remove it (`keelson cluster down --purge`)",
-                        dir.display()
-                    )))
-                }
-                (Some(s), _) => layout::check_subnet(*s, true)?,
-                (None, Some(Net::Netns { subnet, .. })) => *subnet,
-                (None, None) => layout::choose_subnet(seed, &used).ok_or_else(|| {
-                    ClusterError::Network("no free /24 in 10.128.0.0-10.199.255.0 (routes cover them all): pass a subnet".into())
-                })?,
-            };
-            if let Some((a, l)) = used.iter().find(|(a, l)| layout::overlaps(subnet, 24, *a, *l)) {
-                return Err(ClusterError::Network(format!(
-                    "subnet {subnet}/24 overlaps the route to {a}/{l} on this host: choose another subnet (or take down the cluster using it)"
-                )));
-            }
-            Ok(Net::Netns { subnet, prefix })
-        }
-        NetworkMode::Loopback => match prior {
-            Some(Net::Loopback { subnet }) => Ok(Net::Loopback { subnet: *subnet }),
-            Some(Net::Netns { .. }) => Err(ClusterError::Spec(format!(
-                "{} holds a netns cluster's data (its members' addresses are on its bridge): use the netns network, or remove it (`keelson cluster down --purge`)",
-                dir.display()
-            ))),
-            None => layout::loopback_candidates(seed)
-                .find(|s| {
-                    let net = Net::Loopback { subnet: *s };
-                    (0..masters).all(|i| {
-                        [PEER_PORT, ETCD_PORT, API_PORT].iter().all(|p| std::net::TcpListener::bind((net.ip(i), *p)).is_ok())
-                    })
-                })
-                .map(|subnet| Net::Loopback { subnet })
-                .ok_or_else(|| ClusterError::Network("no loopback /24 127.0.B.0 has its ports free".into())),
-        },
     }
 }

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use super::layout::Net;
-use super::ClusterError;
+use super::layout::{self, Net, API_PORT, ETCD_PORT, PEER_PORT};
+use super::{ClusterError, NetworkMode};
 
 /// Where `ip netns add` mounts its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -149,4 +149,67 @@ pub fn delete(net: &Net, masters: usize) -> Vec<String> {
         }
     }
     failed
+}
+
+/// The network a cluster in `dir` gets: what the spec asks, else what the cluster had
+/// before (`prior`), else defaults (a free subnet, a prefix from the directory).
+pub fn resolve_net(mode: &NetworkMode, dir: &Path, masters: usize, prior: Option<&Net>) -> Result<Net, ClusterError> {
+    let seed = layout::fnv1a(dir.as_os_str().as_encoded_bytes());
+    match mode {
+        NetworkMode::Netns { subnet, prefix } => {
+            if let Err(why) = available() {
+                return Err(ClusterError::Unavailable(format!(
+                    "the netns network needs root, iproute2 (ip) and nsenter: {why}; use the loopback network instead"
+                )));
+            }
+            let prefix = match (prefix, prior) {
+                (Some(p), _) => p.clone(),
+                (None, Some(Net::Netns { prefix, .. })) => prefix.clone(),
+                (None, _) => layout::default_prefix(dir),
+            };
+            layout::check_prefix(&prefix)?;
+            let used = layout::used_routes();
+            let subnet = match (subnet, prior) {
+                (_, Some(Net::Loopback { .. })) => {
+                    return Err(ClusterError::Spec(format!(
+                        "{} holds a loopback cluster's data (its members' addresses are loopback ones): use the loopback network, or remove it (`keelson cluster down --purge`)",
+                        dir.display()
+                    )))
+                }
+                (Some(s), Some(Net::Netns { subnet: old, .. })) if layout::network_of(*s) != *old => {
+                    return Err(ClusterError::Spec(format!(
+                        "{} holds a cluster on {old}/24 (its members' addresses are there): use that subnet, or remove it (`keelson cluster down --purge`)",
+                        dir.display()
+                    )))
+                }
+                (Some(s), _) => layout::check_subnet(*s, true)?,
+                (None, Some(Net::Netns { subnet, .. })) => *subnet,
+                (None, None) => layout::choose_subnet(seed, &used).ok_or_else(|| {
+                    ClusterError::Network("no free /24 in 10.128.0.0-10.199.255.0 (routes cover them all): pass a subnet".into())
+                })?,
+            };
+            if let Some((a, l)) = used.iter().find(|(a, l)| layout::overlaps(subnet, 24, *a, *l)) {
+                return Err(ClusterError::Network(format!(
+                    "subnet {subnet}/24 overlaps the route to {a}/{l} on this host: choose another subnet (or take down the cluster using it)"
+                )));
+            }
+            Ok(Net::Netns { subnet, prefix })
+        }
+        NetworkMode::Loopback => match prior {
+            Some(Net::Loopback { subnet }) => Ok(Net::Loopback { subnet: *subnet }),
+            Some(Net::Netns { .. }) => Err(ClusterError::Spec(format!(
+                "{} holds a netns cluster's data (its members' addresses are on its bridge): use the netns network, or remove it (`keelson cluster down --purge`)",
+                dir.display()
+            ))),
+            None => layout::loopback_candidates(seed)
+                .find(|s| {
+                    let net = Net::Loopback { subnet: *s };
+                    (0..masters).all(|i| {
+                        [PEER_PORT, ETCD_PORT, API_PORT].iter().all(|p| std::net::TcpListener::bind((net.ip(i), *p)).is_ok())
+                    })
+                })
+                .map(|subnet| Net::Loopback { subnet })
+                .ok_or_else(|| ClusterError::Network("no loopback /24 127.0.B.0 has its ports free".into())),
+        },
+    }
 }

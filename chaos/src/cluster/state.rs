@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::layout::Net;
+use super::nodes::NodeState;
 use super::ClusterError;
 
 /// The file name under the cluster directory.
@@ -30,6 +31,12 @@ pub struct State {
     pub bridge: Option<BridgeState>,
     /// The `keelson agent --simulate N` process, if any.
     pub agent: Option<AgentState>,
+    /// Real nodes (`--agents N`), each a `keelson agent` in its own namespace.
+    #[serde(default)]
+    pub nodes: Vec<NodeState>,
+    /// Extra `keelson agent` arguments, for every real node.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +135,8 @@ mod tests {
                 .collect(),
             bridge: Some(BridgeState { name: "kct1-br".into(), ip: Ipv4Addr::new(10, 150, 7, 1) }),
             agent: Some(AgentState { simulate: 2, pid: None, log: d.path().join("agent.log") }),
+            nodes: super::super::nodes::plan(&net, d.path(), 2).unwrap(),
+            agent_args: vec!["--insecure-registry".into(), "10.150.7.1:5000".into()],
         };
         state.write(d.path()).unwrap();
         let back = State::read(d.path()).unwrap();
@@ -137,6 +146,7 @@ mod tests {
         assert_eq!(json["net"]["mode"], "netns");
         assert_eq!(json["masters"][1]["ip"], "10.150.7.12");
         assert_eq!(json["masters"][2]["netns"], "kct1-m3");
+        assert_eq!(json["nodes"][1]["ip"], "10.150.7.102");
 
         let lo = State { net: Net::Loopback { subnet: Ipv4Addr::new(127, 0, 3, 0) }, bridge: None, ..state };
         lo.write(d.path()).unwrap();
