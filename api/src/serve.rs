@@ -63,6 +63,8 @@ pub(crate) struct Api {
     pub metrics: crate::metrics::Metrics,
     pub resource_metrics: crate::resource_metrics::ResourceMetrics,
     pub metrics_resolution: Option<Duration>,
+    /// Watch event lines shared by every watcher of this master.
+    pub watch_lines: crate::rest::watch_lines::WatchLines,
 }
 
 /// Why an API server cannot start.
@@ -182,6 +184,7 @@ impl ApiServer {
             kubelet_tls,
             ca_pem: cfg.tls.ca_pem.clone(),
             resource_metrics: Default::default(),
+            watch_lines: Default::default(),
             metrics_resolution: cfg.metrics_resolution,
         });
         Ok(ApiServer { api, tls })

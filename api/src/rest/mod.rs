@@ -14,6 +14,7 @@ mod scale;
 mod service_account;
 mod token;
 mod watch;
+pub(crate) mod watch_lines;
 mod write;
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ struct Encoder {
     def: std::sync::Arc<crate::resources::ResourceDef>,
     output: Output,
     first_table: bool,
+    /// `group/version/plural`, naming shared lines ([`super::watch_lines`]).
+    resource: std::sync::Arc<str>,
 }
 
 impl Encoder {
@@ -52,9 +54,35 @@ impl Encoder {
             _ if kind != "BOOKMARK" && kind != "ERROR" => self.def.served(obj),
             _ => obj,
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        line(kind, &object)
+    }
+
+    /// The event a store event is for a watch with no selector and JSON output, encoded
+    /// once for every such watcher of this master. The same events as [`translate`]
+    /// gives with a selector that matches everything.
+    fn shared(&self, ev: &keelson_store::Event) -> Option<Bytes> {
+        let kind = match ev.kind {
+            EventKind::Put if ev.prev_kv.is_some() => "MODIFIED",
+            EventKind::Put => "ADDED",
+            EventKind::Delete => {
+                ev.prev_kv.as_ref()?;
+                "DELETED"
+            }
+        };
+        let rev = ev.kv.mod_revision;
+        let line = self.api.watch_lines.get_or_encode(&self.resource, &ev.kv.key, rev, kind, || {
+            let obj = match ev.kind {
+                EventKind::Put => storage::decode(&ev.kv).ok()?,
+                EventKind::Delete => {
+                    let mut p = storage::decode(ev.prev_kv.as_ref()?).ok()?;
+                    crate::meta::set_resource_version(&mut p, rev);
+                    p
+                }
+            };
+            Some(line(kind, &self.def.served(with_type_meta(&self.def, obj))))
+        })?;
+        self.api.metrics.watch_event(&self.def.group, &self.def.version, &self.def.kind);
+        Some(line)
     }
 
     fn bookmark(&mut self, rv: i64, initial_end: bool) -> Bytes {
@@ -65,6 +93,13 @@ impl Encoder {
         let obj = json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
         self.event("BOOKMARK", obj)
     }
+}
+
+/// `{"type": kind, "object": object}` and a newline.
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 fn with_type_meta(ctx_def: &crate::resources::ResourceDef, mut o: Value) -> Value {
@@ -113,7 +148,10 @@ pub async fn watch(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let stop = ctx.api.stop.clone();
     let bookmarks = q.allow_watch_bookmarks;
     let store = ctx.api.store.clone();
-    let mut enc = Encoder { api: ctx.api.clone(), def: ctx.def.clone(), output: ctx.output, first_table: true };
+    let resource = format!("{}/{}/{}", ctx.def.group, ctx.def.version, ctx.def.plural).into();
+    let mut enc =
+        Encoder { api: ctx.api.clone(), def: ctx.def.clone(), output: ctx.output, first_table: true, resource };
+    let shared = labels.is_empty() && fields.is_empty() && ctx.output == Output::Json;
     let def = ctx.def.clone();
     let explicit_initial = q.send_initial_events == Some(true);
 
@@ -165,6 +203,14 @@ pub async fn watch(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             match update {
                 WatchUpdate::Events { events, .. } => {
                     for ev in events {
+                        if shared {
+                            if let Some(line) = enc.shared(&ev) {
+                                if !send(line).await {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         for (kind, obj) in translate(&ev, &labels, &fields) {
                             if !send(enc.event(kind, with_type_meta(&def, obj))).await {
                                 return;
