@@ -27,6 +27,10 @@ use cidr::{Cidr, CidrSet};
 
 /// How soon a Node that found the range full tries again.
 const FULL_RETRY: Duration = Duration::from_secs(30);
+/// Once the range was found full, how long Nodes already told so skip looking again. Without
+/// this every waiting Node scanned every Node at each retry: thousands of Nodes beyond the
+/// range's size cost O(n²) work every 30 s.
+const FULL_RECHECK: Duration = Duration::from_secs(10);
 
 /// Hands out subnets; remembers the ones given but not yet seen on their Node.
 #[derive(Debug)]
@@ -36,11 +40,20 @@ pub struct Allocator {
     pending: BTreeMap<String, u64>,
     /// Nodes already told the range is full (one Event each).
     reported_full: BTreeSet<String>,
+    /// The range was full at this time (cleared by the next assignment).
+    full_at: Option<std::time::Instant>,
 }
 
 impl Allocator {
     pub fn new(set: CidrSet) -> Self {
-        Allocator { set, pending: BTreeMap::new(), reported_full: BTreeSet::new() }
+        Allocator { set, pending: BTreeMap::new(), reported_full: BTreeSet::new(), full_at: None }
+    }
+
+    /// Whether `node` was already told the range is full and it was full less than
+    /// [`FULL_RECHECK`] before `now`: then it waits without scanning the Nodes.
+    pub fn still_full_for(&self, node: &str, now: std::time::Instant) -> bool {
+        self.full_at.is_some_and(|t| now.saturating_duration_since(t) < FULL_RECHECK)
+            && self.reported_full.contains(node)
     }
 
     /// The subnet for `node`, given every Node's current pod CIDRs (`nodes`: name → CIDRs);
@@ -57,7 +70,11 @@ impl Allocator {
         for c in nodes.values().flatten() {
             used.extend(self.set.overlapping(c));
         }
-        let i = self.set.allocate(&used)?;
+        let Some(i) = self.set.allocate(&used) else {
+            self.full_at = Some(std::time::Instant::now());
+            return None;
+        };
+        self.full_at = None;
         self.pending.insert(node.to_string(), i);
         Some(self.set.subnet(i))
     }
@@ -119,6 +136,9 @@ async fn reconcile(node: Arc<Node>, st: Arc<State>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let name = node.name_any();
+    if st.alloc.lock().unwrap_or_else(|e| e.into_inner()).still_full_for(&name, std::time::Instant::now()) {
+        return Ok(Action::requeue(FULL_RETRY));
+    }
     let nodes: BTreeMap<String, Vec<String>> = st.nodes.state().iter().map(|n| (n.name_any(), pod_cidrs(n))).collect();
     let (assigned, report) = {
         let mut alloc = st.alloc.lock().unwrap_or_else(|e| e.into_inner());
@@ -178,8 +198,12 @@ mod tests {
         let mut a = Allocator::new(CidrSet::new("10.0.0.0/30", 31).unwrap());
         let world = nodes(&[("a", &["10.0.0.0/31"]), ("b", &["10.0.0.2/31"]), ("c", &[])]);
         assert_eq!(a.assign("c", &world), None, "full");
+        assert!(!a.still_full_for("c", std::time::Instant::now()), "not told yet");
         assert!(a.first_full_report("c"));
         assert!(!a.first_full_report("c"));
+        let now = std::time::Instant::now();
+        assert!(a.still_full_for("c", now), "told, and full a moment ago: no scan");
+        assert!(!a.still_full_for("c", now + FULL_RECHECK), "looks again after a while");
         let world = nodes(&[("b", &["10.0.0.2/31"]), ("c", &[])]);
         assert_eq!(a.assign("c", &world).unwrap().to_string(), "10.0.0.0/31");
         // A pending subnet of a node that went away is free again.
