@@ -4,7 +4,7 @@
 # image built by scripts/test-image.sh in Debian's docker-registry on loopback; then
 # `keelson bench pod-startup` (create -> Running seen by a watch, $COUNT pods one after
 # another and $COUNT at once) and the agent's RSS/CPU idle and with the pods running.
-#   scripts/bench-pods.sh > bench-pods.log
+#   scripts/bench-pods.sh > bench-pods.log      # AGENT_ARGS="--event-qps 1 --event-burst 1": more agent flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-100}
@@ -42,7 +42,7 @@ undo_node() {
 }
 KEELSON_LOG=warn "$BIN" agent --kubeconfig "$KC" --node-name bench-node --root-dir "$AGENT_ROOT" \
     --runtime "$RUNTIME" --bridge "$BRIDGE" --netns-prefix "$NETNS_PREFIX" \
-    --insecure-registry "127.0.0.1:$reg_port" 2>"$WORK/agent.log" &
+    --insecure-registry "127.0.0.1:$reg_port" ${AGENT_ARGS:-} 2>"$WORK/agent.log" &
 AGENT=$!
 stop_all() {
     kill "$AGENT" 2>/dev/null || true

@@ -103,6 +103,12 @@ pub struct AgentArgs {
     /// (doubling up to 5 minutes), as the kubelet's 10 s.
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub restart_backoff: Duration,
+    /// Events the kubelet writes per second (0: no limit), as the kubelet's --event-qps.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_rate)]
+    pub event_qps: f64,
+    /// The burst of Events above --event-qps, as the kubelet's --event-burst.
+    #[arg(long, default_value_t = 100)]
+    pub event_burst: u32,
     /// Network namespaces of the node's pods are named <prefix><pod uid>.
     #[arg(long, default_value = "keelson-")]
     pub netns_prefix: String,
@@ -158,6 +164,14 @@ fn kubelet_tls(args: &AgentArgs) -> Result<Option<keelson_node::simulate::Kubele
     }))
 }
 
+/// A rate: a finite number, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a rate (a number, 0 or more)")),
+    }
+}
+
 /// A real node (`--node-name`).
 async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
     let client = crate::kubeclient::connect(&args.kubeconfig, args.context.as_deref(), &args.server).await?;
@@ -174,6 +188,8 @@ async fn run_real(args: AgentArgs, node_name: String) -> Result<()> {
         labels: parse_labels(&args.node_labels)?,
         renew_interval: args.lease_renew_interval,
         initial_backoff: args.restart_backoff,
+        event_qps: args.event_qps,
+        event_burst: args.event_burst,
         netns_prefix: args.netns_prefix.clone(),
         kubelet_port: args.port.unwrap_or(10250),
         kubelet_tls: kubelet_tls(&args)?,

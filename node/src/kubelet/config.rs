@@ -29,6 +29,9 @@ pub struct KubeletConfig {
     /// kubelet's is 10 s.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Events written per second (`--event-qps`; 0: no limit) and the burst above that.
+    pub event_qps: f64,
+    pub event_burst: u32,
     /// Network namespaces of this node's pods are named `<netns_prefix><pod uid>`.
     pub netns_prefix: String,
     /// The kubelet endpoint's port (reported in the Node's daemonEndpoints; 0: any free).
@@ -84,6 +87,8 @@ impl Default for KubeletConfig {
             status_interval: Duration::from_secs(10),
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
+            event_qps: 50.0,
+            event_burst: 100,
             netns_prefix: "keelson-".into(),
             kubelet_port: 10250,
             kubelet_tls: None,

@@ -2,9 +2,10 @@
 //! Pulling/Pulled, Created/Started, Killing, Unhealthy, BackOff, the hooks' failures.
 //!
 //! Recording never slows a pod: events go through a bounded queue to one writer task,
-//! which writes them at most [`QPS`] a second (bursts of [`BURST`]), as the kubelet's
-//! `--event-qps`/`--event-burst`; when the queue is full, events are dropped (and
-//! counted), as upstream's broadcaster does. Repeats of one event become a series.
+//! which writes them at most `qps` a second (bursts of `burst`; the kubelet's
+//! `--event-qps` 50 and `--event-burst` 100, 0 qps for no limit); when the queue is full,
+//! events are dropped (and counted), as upstream's broadcaster does. Repeats of one event
+//! become a series.
 
 use std::time::Duration;
 
@@ -14,9 +15,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Events written per second, and the burst allowed above that.
-const QPS: f64 = 50.0;
-const BURST: f64 = 100.0;
 /// Events waiting to be written, at most.
 const QUEUE: usize = 1000;
 
@@ -32,11 +30,13 @@ impl Events {
     pub fn new(
         client: kube::Client,
         node: &str,
+        (qps, burst): (f64, u32),
         stop: CancellationToken,
     ) -> (Events, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let recorder = Recorder::new(client, Reporter { controller: "kubelet".into(), instance: Some(node.into()) });
-        (Events { tx }, write(recorder, rx, stop))
+        let bucket = Bucket::new(qps, burst, Instant::now());
+        (Events { tx }, write(recorder, rx, bucket, stop))
     }
 
     /// Events that go nowhere (tests, and nodes that record none).
@@ -97,29 +97,43 @@ fn truncate(mut note: String) -> String {
     note
 }
 
-/// A token bucket: `take` waits until a token is there.
+/// A token bucket: [`Bucket::wait`] says how long until the next token.
 struct Bucket {
+    qps: f64,
+    burst: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
+    fn new(qps: f64, burst: u32, now: Instant) -> Bucket {
+        let burst = f64::from(burst.max(1));
+        Bucket { qps: if qps.is_finite() { qps.max(0.0) } else { 0.0 }, burst, tokens: burst, at: now }
+    }
+
     fn wait(&mut self, now: Instant) -> Duration {
-        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * QPS).min(BURST);
+        if self.qps == 0.0 {
+            return Duration::ZERO;
+        }
+        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.qps).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Duration::ZERO
         } else {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / QPS);
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.qps);
             self.tokens -= 1.0;
             wait
         }
     }
 }
 
-async fn write(recorder: Recorder, mut rx: mpsc::Receiver<(ObjectReference, Event)>, stop: CancellationToken) {
-    let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
+async fn write(
+    recorder: Recorder,
+    mut rx: mpsc::Receiver<(ObjectReference, Event)>,
+    mut bucket: Bucket,
+    stop: CancellationToken,
+) {
     loop {
         let (reference, ev) = tokio::select! {
             () = stop.cancelled() => return,
@@ -168,7 +182,7 @@ mod tests {
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut b = Bucket { tokens: BURST, at: t0 };
+        let mut b = Bucket::new(50.0, 100, t0);
         for _ in 0..100 {
             assert_eq!(b.wait(t0), Duration::ZERO);
         }
@@ -178,5 +192,9 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1) + w;
         let free = (0..100).take_while(|_| b.wait(t1).is_zero()).count();
         assert!((49..=51).contains(&free), "{free}");
+        let mut unlimited = Bucket::new(0.0, 1, t0);
+        assert!((0..1000).all(|_| unlimited.wait(t0).is_zero()), "qps 0: no limit");
+        let mut nan = Bucket::new(f64::NAN, 0, t0);
+        assert!(nan.wait(t0).is_zero());
     }
 }

@@ -161,7 +161,8 @@ pub async fn run(client: kube::Client, mut cfg: KubeletConfig, stop: Cancellatio
         let (cidr_tx, mut cidr_rx) = watch::channel(None::<String>);
         let (cni_tx, cni_rx) = watch::channel(None::<Arc<network::Cni>>);
         let mut tasks = tokio::task::JoinSet::new();
-        let (events, write_events) = events::Events::new(client.clone(), &cfg.node_name, stop.clone());
+        let (events, write_events) =
+            events::Events::new(client.clone(), &cfg.node_name, (cfg.event_qps, cfg.event_burst), stop.clone());
         tasks.spawn(write_events.instrument(tracing::info_span!("events")));
         let shared = Arc::new(pod::Shared {
             events,
