@@ -16,6 +16,7 @@ use common::registry::Registry;
 use common::sim::{kubectl, must_kubectl};
 use common::{eventually_or, free_port, keelson_bin, run};
 use keelson_chaos::cluster::{layout, netns};
+use keelson_node::kubelet::runtime::rootfs::mounts_under;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -58,7 +59,7 @@ impl Drop for Guard {
             }
         }
         let _ = Command::new("ip").args(["link", "delete", &format!("{}-br", self.prefix)]).status();
-        for m in mounts_under(&self.dir).into_iter().rev() {
+        for m in mounts_under(&self.dir) {
             let _ = Command::new("umount").args(["-l"]).arg(&m).status();
         }
     }
@@ -66,11 +67,6 @@ impl Drop for Guard {
 
 fn cluster_json(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap_or_default()).unwrap_or(Value::Null)
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).filter(|p| p.starts_with(dir)).collect()
 }
 
 fn keelson(args: &[&str], dir: &Path) -> (bool, String, String) {

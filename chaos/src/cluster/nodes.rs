@@ -352,7 +352,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .map(|p| PathBuf::from(super::tmpfs::unescape_mountinfo(p)))
         .filter(|p| p.starts_with(dir))
         .collect()
 }

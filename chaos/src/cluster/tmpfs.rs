@@ -140,7 +140,7 @@ fn remove_path(p: &Path) -> Result<(), ClusterError> {
 }
 
 /// A field of `/proc/PID/mountinfo` with its octal escapes (`\040` for a space…) decoded.
-fn unescape_mountinfo(field: &str) -> String {
+pub(super) fn unescape_mountinfo(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut k = 0;

@@ -141,13 +141,24 @@ impl ImageStore {
     ///
     /// # Errors
     /// See [`ImageError`]; [`ImageError::reason`] gives the kubelet's waiting reason.
+    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<Image, ImageError> {
+        self.ensure_noting_pull(image, policy, || {}).await
+    }
+
+    /// [`ImageStore::ensure`], calling `on_pull` just before a pull starts (not when the
+    /// image is already here), so the caller knows which it was without looking twice.
     #[tracing::instrument(
         target = "keelson::trace",
         name = "image.ensure",
-        skip(self),
+        skip(self, on_pull),
         fields(otel.name = "image pull", container.image.name = image, root = %self.inner.layout.root().display())
     )]
-    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<Image, ImageError> {
+    pub async fn ensure_noting_pull(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        on_pull: impl FnOnce() + Send,
+    ) -> Result<Image, ImageError> {
         let reference = reference::parse(image)?;
         let name = reference.whole();
         let lock = self.pull_lock(&name);
@@ -161,6 +172,7 @@ impl ImageStore {
         if policy == PullPolicy::Never {
             return Err(ImageError::NotPresent { image: name });
         }
+        on_pull();
         self.pull(&reference).await
     }
 

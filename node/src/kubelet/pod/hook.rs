@@ -4,9 +4,13 @@
 //! container); `preStop` runs before the container is sent SIGTERM, within the pod's
 //! grace period.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::probe;
 use crate::kubelet::runtime::Runtime;
@@ -41,6 +45,28 @@ pub async fn run(
     match tokio::time::timeout(limit, attempt).await {
         Ok(r) => r,
         Err(_) => Err(format!("did not finish within {}s", limit.as_secs())),
+    }
+}
+
+/// Run `hook` (a postStart hook) until it ends, the pod (as `updates` last said) is being
+/// deleted or gone, or the agent stops; without `updates`, until it ends.
+pub async fn unless_deleted(
+    hook: impl Future<Output = Result<(), String>>,
+    updates: Option<(watch::Receiver<Option<Arc<Pod>>>, CancellationToken)>,
+) -> Result<(), String> {
+    let Some((mut rx, stop)) = updates else { return hook.await };
+    let deleted = async move {
+        loop {
+            let gone = rx.borrow_and_update().as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            if gone || rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = hook => r,
+        () = deleted => Err("the pod is being deleted".into()),
+        () = stop.cancelled() => Err("the agent is stopping".into()),
     }
 }
 

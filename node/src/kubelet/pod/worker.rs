@@ -574,12 +574,12 @@ impl Worker {
             }
         }
         let events = &self.shared.events;
-        let present = policy != PullPolicy::Always && self.shared.images.present(&image_ref).is_some();
-        if !present && policy != PullPolicy::Never {
+        let mut pull_started = None;
+        let on_pull = || {
             events.pod(pod, Some(&c.name), false, "Pulling", format!("Pulling image {image_ref:?}"));
-        }
-        let pull_started = Instant::now();
-        let image = self.shared.images.ensure(&image_ref, policy).await.map_err(|e| {
+            pull_started = Some(Instant::now());
+        };
+        let image = self.shared.images.ensure_noting_pull(&image_ref, policy, on_pull).await.map_err(|e| {
             let reason = e.reason().to_string();
             let (why, note) = match reason.as_str() {
                 "ErrImagePull" => ("Failed", format!("Failed to pull image {image_ref:?}: {e}")),
@@ -588,10 +588,9 @@ impl Worker {
             events.pod(pod, Some(&c.name), true, why, note);
             (reason, e.to_string(), true)
         })?;
-        let note = if present {
-            format!("Container image {image_ref:?} already present on machine")
-        } else {
-            format!("Successfully pulled image {image_ref:?} in {:.3}s", pull_started.elapsed().as_secs_f64())
+        let note = match pull_started {
+            None => format!("Container image {image_ref:?} already present on machine"),
+            Some(t) => format!("Successfully pulled image {image_ref:?} in {:.3}s", t.elapsed().as_secs_f64()),
         };
         events.pod(pod, Some(&c.name), false, "Pulled", note);
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m, false);
@@ -685,7 +684,9 @@ impl Worker {
             // As upstream: the next container starts, and this one counts as running, only
             // once the hook is done; a failed hook kills the container, which then restarts
             // as its pod's restartPolicy says.
-            if let Err(e) = self.post_start(h, c, &id, sb.ip.as_deref().unwrap_or_default()).await {
+            let pod_ip = sb.ip.as_deref().unwrap_or_default();
+            let hook = super::hook::run(h, c, pod_ip, &self.shared.runtime, &id, POST_START_LIMIT);
+            if let Err(e) = super::hook::unless_deleted(hook, self.updates.clone()).await {
                 tracing::warn!(container = %c.name, error = %e, "postStart hook failed; killing the container");
                 events.pod(pod, Some(&c.name), true, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
                 events.pod(
@@ -703,32 +704,6 @@ impl Worker {
             tracing::info!(container = %c.name, "postStart hook ran");
         }
         Ok(())
-    }
-
-    /// Run a postStart hook until it ends, the pod is being deleted or the agent stops.
-    async fn post_start(
-        &self,
-        h: &k8s_openapi::api::core::v1::LifecycleHandler,
-        c: &Container,
-        id: &str,
-        pod_ip: &str,
-    ) -> Result<(), String> {
-        let hook = super::hook::run(h, c, pod_ip, &self.shared.runtime, id, POST_START_LIMIT);
-        let Some((rx, stop)) = self.updates.clone() else { return hook.await };
-        let deleted = async move {
-            let mut rx = rx;
-            loop {
-                let gone = rx.borrow_and_update().as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
-                if gone || rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            r = hook => r,
-            () = deleted => Err("the pod is being deleted".into()),
-            () = stop.cancelled() => Err("the agent is stopping".into()),
-        }
     }
 
     /// The ConfigMaps and Secrets `c`'s environment uses.
