@@ -5,6 +5,8 @@
 //! Both layouts are read: cgroup v1 (also the "hybrid" layout, whose v2 hierarchy holds no
 //! controllers) through its `cpuacct` and `memory` hierarchies, and the unified v2 tree.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Where the controllers this module reads are mounted.
@@ -32,7 +34,7 @@ pub fn parse_mountinfo(text: &str) -> Option<Layout> {
         // `id parent major:minor root mountpoint options [optional…] - fstype source superoptions`
         let Some((before, after)) = line.split_once(" - ") else { continue };
         let Some(mount_point) = before.split(' ').nth(4) else { continue };
-        let mount_point = PathBuf::from(unescape(mount_point));
+        let mount_point = PathBuf::from(OsStr::from_bytes(&crate::kubelet::runtime::rootfs::unescape(mount_point)));
         let mut after = after.split(' ');
         let (Some(fstype), Some(_source), Some(options)) = (after.next(), after.next(), after.next()) else { continue };
         match fstype {
@@ -58,27 +60,6 @@ pub fn parse_mountinfo(text: &str) -> Option<Layout> {
         (_, _, Some(root)) => Some(Layout::V2 { root }),
         _ => None,
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One container's usage.
