@@ -456,7 +456,8 @@ async fn real_node_runs_pods_in_runc_with_cni() {
     assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let on_node = |yaml: String| yaml.replace("spec:\n", &format!("spec:\n  nodeName: {}\n", node.name));
+    let node_name = node.name.clone();
+    let on_node = |yaml: String| yaml.replace("spec:\n", &format!("spec:\n  nodeName: {node_name}\n"));
 
     // 1. A web server: Running with an address on the bridge, serving what its env says.
     let web = pod_yaml("web", &image, "Always", "echo serving $POD_NAME; mkdir -p /www && echo $GREETING from $POD_NAME > /www/index.html && exec httpd -f -p 8080 -h /www");
@@ -723,7 +724,17 @@ spec:
     )
     .await;
 
-    // 7. Deleting pods stops them gracefully and undoes everything.
+    // 7. Deleting pods stops them gracefully and undoes everything — also when many are
+    //    torn down at once (`runc list` fails when a container goes while it lists; the
+    //    clean-up no longer asks it, and left pod directories behind when it did).
+    let batch: String = (0..12)
+        .map(|i| on_node(pod_yaml(&format!("batch-{i}"), &image, "Always", "exec sleep 3600")))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&batch)).await;
+    for i in 0..12 {
+        wait_pod(&pods, &format!("batch-{i}"), &node, "Running", |s| s["phase"] == "Running").await;
+    }
     must_kubectl(&kubeconfig, &["delete", "pod", "--all", "--wait=false"], None).await;
     eventually_or(
         WAIT,

@@ -64,9 +64,9 @@ impl Shared {
 /// Undo what the node holds for pod `uid`: its containers, mounts, sandbox and directory.
 pub async fn undo(shared: &Shared, uid: &str) -> Result<(), String> {
     let dir = shared.cfg.pods_dir().join(uid);
-    for c in shared.runtime.list().await.map_err(|e| e.to_string())? {
-        if container::uid_of_runtime_id(&c.id) == Some(uid) {
-            shared.runtime.delete_force(&c.id).await.map_err(|e| e.to_string())?;
+    for id in shared.runtime.ids().map_err(|e| e.to_string())? {
+        if container::uid_of_runtime_id(&id) == Some(uid) {
+            shared.runtime.delete_force(&id).await.map_err(|e| e.to_string())?;
         }
     }
     worker::unmount_all(&dir)?;
@@ -91,8 +91,8 @@ async fn collect_orphans(shared: &Shared, live: &HashSet<String>) {
     if let Ok(entries) = std::fs::read_dir(shared.cfg.pods_dir()) {
         orphans.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
     }
-    match shared.runtime.list().await {
-        Ok(cs) => orphans.extend(cs.iter().filter_map(|c| container::uid_of_runtime_id(&c.id).map(str::to_string))),
+    match shared.runtime.ids() {
+        Ok(ids) => orphans.extend(ids.iter().filter_map(|id| container::uid_of_runtime_id(id).map(str::to_string))),
         Err(e) => tracing::warn!(error = %e, "listing the runtime's containers failed"),
     }
     let prefix = &shared.cfg.netns_prefix;

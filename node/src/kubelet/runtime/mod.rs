@@ -286,12 +286,40 @@ impl Runtime {
         }
     }
 
+    /// The ids of every container in our state directory, read from the directory itself
+    /// (runc and crun keep one directory per container under `--root`) — no runtime
+    /// process, and no state read: a pod's clean-up asks this once per pod, and `runc
+    /// list` reads every container's state (quadratic when many pods end at once).
+    pub fn ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(RuntimeError::io(&self.root, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| RuntimeError::io(&self.root, e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Every container in our state directory.
     pub async fn list(&self) -> Result<Vec<Listed>, RuntimeError> {
         if !self.root.exists() {
             return Ok(Vec::new());
         }
-        let out = self.command(&["list", "--format", "json"]).await?;
+        // `runc list` fails outright ("stat <root>/<id>: no such file or directory") when a
+        // container is deleted while it lists; another try sees the directory without it.
+        let mut tries = 0;
+        let out = loop {
+            match self.command(&["list", "--format", "json"]).await {
+                Err(RuntimeError::Command { message, .. }) if tries < 3 && gone(&message) => tries += 1,
+                r => break r?,
+            }
+        };
         if out.trim().is_empty() || out.trim() == "null" {
             return Ok(Vec::new());
         }
@@ -314,4 +342,24 @@ fn read_pid(path: &Path) -> Option<i32> {
 /// Whether process `pid` still exists.
 pub fn alive(pid: i32) -> bool {
     rustix::process::Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_state_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let rt = Runtime { binary: "runc".into(), root: root.path().join("state"), shim_exe: "/nonexistent".into() };
+        assert!(rt.ids().unwrap().is_empty(), "no state directory yet: no containers");
+        for id in ["k-u1-app-0", "k-u2-side-3"] {
+            std::fs::create_dir_all(rt.root.join(id)).unwrap();
+            std::fs::write(rt.root.join(id).join("state.json"), "{}").unwrap();
+        }
+        std::fs::write(rt.root.join("stray-file"), "").unwrap();
+        let mut ids = rt.ids().unwrap();
+        ids.sort();
+        assert_eq!(ids, ["k-u1-app-0", "k-u2-side-3"]);
+    }
 }
