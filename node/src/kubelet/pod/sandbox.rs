@@ -168,7 +168,11 @@ pub async fn ensure(
     let name = format!("{netns_prefix}{uid}");
     let ns = match NetNs::open_existing(&name) {
         Ok(ns) => ns,
-        Err(_) => NetNs::create(&name).map_err(|e| format!("creating network namespace {name}: {e}"))?,
+        // `ip netns add` waits on a process: off the async workers, which a hundred pods
+        // starting at once would otherwise stall one `ip` at a time.
+        Err(_) => blocking(name.clone(), |name| NetNs::create(&name))
+            .await
+            .map_err(|e| format!("creating network namespace {name}: {e}"))?,
     };
     let args = PodCniArgs {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -199,9 +203,17 @@ pub async fn remove(s: &Sandbox, cni: Option<&Cni>) -> Result<(), String> {
     let netns = s.netns_path.exists().then_some(s.netns_path.as_path());
     cni.del(&s.id, netns, "eth0").await.map_err(|e| format!("CNI DEL {}: {e}", s.id))?;
     if let Ok(ns) = NetNs::open_existing(&s.netns) {
-        ns.delete().map_err(|e| format!("deleting network namespace {}: {e}", s.netns))?;
+        blocking(ns, NetNs::delete).await.map_err(|e| format!("deleting network namespace {}: {e}", s.netns))?;
     }
     Ok(())
+}
+
+/// Run `f(arg)` on the blocking pool (it waits on a child process).
+async fn blocking<A: Send + 'static, T: Send + 'static>(
+    arg: A,
+    f: impl FnOnce(A) -> Result<T, crate::kubelet::network::NetNsError> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(move || f(arg)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
