@@ -4,7 +4,8 @@
 # image built by scripts/test-image.sh in Debian's docker-registry on loopback; then
 # `keelson bench pod-startup` (create -> Running seen by a watch, $COUNT pods one after
 # another and $COUNT at once) and the agent's RSS/CPU idle and with the pods running.
-#   scripts/bench-pods.sh > bench-pods.log      # AGENT_ARGS="--event-qps 1 --event-burst 1": more agent flags
+#   scripts/bench-pods.sh > bench-pods.log      # AGENT_ARGS="--event-qps 1 --event-burst 1": more agent flags;
+#                                               # AGENT_BIN=…: another keelson for the agent alone (A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-100}
@@ -40,7 +41,7 @@ undo_node() {
     grep " $AGENT_ROOT" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l || true
     ip link delete "$BRIDGE" 2>/dev/null || true
 }
-KEELSON_LOG=warn "$BIN" agent --kubeconfig "$KC" --node-name bench-node --root-dir "$AGENT_ROOT" \
+KEELSON_LOG=warn "${AGENT_BIN:-$BIN}" agent --kubeconfig "$KC" --node-name bench-node --root-dir "$AGENT_ROOT" \
     --runtime "$RUNTIME" --bridge "$BRIDGE" --netns-prefix "$NETNS_PREFIX" \
     --insecure-registry "127.0.0.1:$reg_port" ${AGENT_ARGS:-} 2>"$WORK/agent.log" &
 AGENT=$!
@@ -52,4 +53,4 @@ stop_all() {
 }
 trap stop_all EXIT
 "$BIN" bench pod-startup --kubeconfig "$KC" --node bench-node --image "127.0.0.1:$reg_port/bench/busybox:1" \
-    --count "$COUNT" --agent-pid "$AGENT"
+    --count "$COUNT" --agent-pid "$AGENT" --agent-root "$AGENT_ROOT"

@@ -36,6 +36,11 @@ pub struct PodStartupBenchArgs {
     /// The agent's PID, for its RSS and CPU.
     #[arg(long)]
     pub agent_pid: Option<u32>,
+    /// The agent's `--root-dir`: after the last round, wait until it holds no pod (the
+    /// agent tears pods down after the API has forgotten them) before measuring it idle,
+    /// and report how long that took.
+    #[arg(long)]
+    pub agent_root: Option<std::path::PathBuf>,
     /// Give up waiting for a round after this long.
     #[arg(long, default_value = "600s", value_parser = crate::server::parse_duration)]
     pub timeout: Duration,
@@ -115,6 +120,28 @@ async fn wait_for(seen: &Seen, timeout: Duration, what: &str, done: impl Fn(&See
             bail!("timed out after {timeout:?} waiting for {what}");
         }
         let _ = tokio::time::timeout(left, notified).await;
+    }
+}
+
+/// Wait until the agent's pod directory is empty (each pod's goes last in its teardown).
+async fn node_emptied(pods_dir: &std::path::Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = match std::fs::read_dir(pods_dir) {
+            Ok(entries) => entries.count(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => bail!("reading {}: {e}", pods_dir.display()),
+        };
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for the agent to tear down its pods ({left} left in {})",
+                pods_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -229,7 +256,16 @@ pub async fn run(args: PodStartupBenchArgs) -> Result<()> {
     if let Some(pid) = args.agent_pid {
         agent_usage(pid, &format!("with {} pods running", args.count), Duration::from_secs(10)).await;
     }
+    let deleting = Instant::now();
     delete_all(&api, &seen, &names, args.timeout).await?;
+    if let Some(root) = &args.agent_root {
+        node_emptied(&root.join("pods"), args.timeout).await?;
+        println!(
+            "agent: all {} pods torn down {:.2}s after their deletion was sent",
+            args.count,
+            deleting.elapsed().as_secs_f64()
+        );
+    }
     if let Some(pid) = args.agent_pid {
         agent_usage(pid, "idle after", Duration::from_secs(10)).await;
     }
