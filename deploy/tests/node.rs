@@ -724,17 +724,36 @@ spec:
     )
     .await;
 
-    // 7. Deleting pods stops them gracefully and undoes everything — also when many are
-    //    torn down at once (`runc list` fails when a container goes while it lists; the
-    //    clean-up no longer asks it, and left pod directories behind when it did).
-    let batch: String = (0..12)
-        .map(|i| on_node(pod_yaml(&format!("batch-{i}"), &image, "Always", "exec sleep 3600")))
-        .collect::<Vec<_>>()
-        .join("---\n");
-    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&batch)).await;
-    for i in 0..12 {
-        wait_pod(&pods, &format!("batch-{i}"), &node, "Running", |s| s["phase"] == "Running").await;
+    // 7. Pods force-deleted together (gone from the API at once) are stopped within their
+    //    own grace period (5 s, not a default 30 s: `sleep` as PID 1 ignores SIGTERM, so
+    //    the grace is waited out) and undone, all of them (`runc list` fails when a
+    //    container goes while it lists: a clean-up that asked it left pods behind).
+    let names: Vec<String> = (0..12).map(|i| format!("batch-{i}")).collect();
+    let batch: Vec<String> = names.iter().map(|n| on_node(pod_yaml(n, &image, "Always", "exec sleep 3600"))).collect();
+    must_kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&batch.join("---\n"))).await;
+    let mut uids = Vec::new();
+    for n in &names {
+        wait_pod(&pods, n, &node, "Running", |s| s["phase"] == "Running").await;
+        uids.push(pods.get(n).await.unwrap().metadata.uid.unwrap());
     }
+    let mut force = vec!["delete", "pod", "--grace-period=0", "--force", "--wait=false"];
+    force.extend(names.iter().map(String::as_str));
+    must_kubectl(&kubeconfig, &force, None).await;
+    eventually_or(
+        Duration::from_secs(20),
+        "the force-deleted pods to be stopped within their 5 s grace and undone",
+        || async {
+            let left = |s: &String| uids.iter().any(|u| s.contains(u.as_str()));
+            let dirs = std::fs::read_dir(node.root().join("pods"))
+                .map(|d| d.flatten().filter(|e| left(&e.file_name().to_string_lossy().into_owned())).count())
+                .unwrap_or(0);
+            (dirs == 0 && !node.runc_ids().iter().any(left) && !node.netns().iter().any(left)).then_some(())
+        },
+        || node.log(),
+    )
+    .await;
+
+    // 8. Deleting pods stops them gracefully and undoes everything.
     must_kubectl(&kubeconfig, &["delete", "pod", "--all", "--wait=false"], None).await;
     eventually_or(
         WAIT,

@@ -120,15 +120,25 @@ impl Worker {
     /// Run until the pod is gone and undone (or `stop`: then leave it running).
     pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>, stop: CancellationToken) {
         self.updates = Some((rx.clone(), stop.clone()));
+        // A pod the API forgot at once (grace 0) stops as last seen (its grace period and
+        // preStop hooks, as upstream's), not with a default 30 s.
+        let mut last: Option<Arc<Pod>> = None;
         loop {
             let pod = rx.borrow_and_update().clone();
             let wait = match &pod {
-                Some(p) if p.metadata.deletion_timestamp.is_none() => match self.start.span_for(p) {
-                    Some(span) => self.sync(p).instrument(span).await,
-                    None => self.sync(p).await,
-                },
-                _ => {
-                    self.terminate(pod.as_deref(), &stop).await;
+                Some(p) if p.metadata.deletion_timestamp.is_none() => {
+                    last = Some(p.clone());
+                    match self.start.span_for(p) {
+                        Some(span) => self.sync(p).instrument(span).await,
+                        None => self.sync(p).await,
+                    }
+                }
+                Some(p) => {
+                    self.terminate(Some(p), true, &stop).await;
+                    return;
+                }
+                None => {
+                    self.terminate(last.as_deref(), false, &stop).await;
                     return;
                 }
             };
@@ -750,8 +760,9 @@ impl Worker {
         }
     }
 
-    /// Stop the pod gracefully, undo its sandbox and files, and finish its deletion.
-    async fn terminate(&mut self, pod: Option<&Pod>, stop: &CancellationToken) {
+    /// Stop the pod within its grace period, undo its sandbox and files and, when it is
+    /// still stored (`in_api`: being deleted), finish its deletion.
+    async fn terminate(&mut self, pod: Option<&Pod>, in_api: bool, stop: &CancellationToken) {
         let grace = pod
             .and_then(|p| {
                 p.metadata
@@ -808,7 +819,7 @@ impl Worker {
         if let Err(e) = super::undo(&self.shared, &self.uid).await {
             tracing::warn!(error = %e, "cleaning up the pod failed; it is retried at the next start");
         }
-        let Some(pod) = pod else { return };
+        let Some(pod) = pod.filter(|_| in_api) else { return };
         let api: Api<Pod> =
             Api::namespaced(self.shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
         let dp = DeleteParams {
