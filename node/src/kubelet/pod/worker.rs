@@ -875,12 +875,8 @@ impl Worker {
 /// `name_namespace(uid)`, as upstream names a pod in messages.
 fn pod_title(pod: &Pod) -> String {
     let m = &pod.metadata;
-    format!(
-        "{}_{}({})",
-        m.name.as_deref().unwrap_or_default(),
-        m.namespace.as_deref().unwrap_or_default(),
-        m.uid.as_deref().unwrap_or_default()
-    )
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    format!("{}_{}({})", s(&m.name), s(&m.namespace), s(&m.uid))
 }
 
 /// A grace period in seconds as a duration (negative: none; capped at a day, so no
