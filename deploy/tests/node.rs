@@ -90,6 +90,16 @@ impl Node {
         NetNs::list_with_prefix(&self.netns_prefix)
     }
 
+    /// What the node still holds for pods: pod directories (uids), containers and
+    /// network namespaces.
+    fn held(&self) -> Vec<String> {
+        let dirs = std::fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten();
+        let mut held: Vec<String> = dirs.map(|e| format!("pods/{}", e.file_name().to_string_lossy())).collect();
+        held.extend(self.runc_ids());
+        held.extend(self.netns());
+        held
+    }
+
     fn runc_ids(&self) -> Vec<String> {
         let out = std::process::Command::new("runc")
             .arg("--root")
@@ -742,14 +752,8 @@ spec:
     eventually_or(
         Duration::from_secs(20),
         "the force-deleted pods to be stopped within their 5 s grace and undone",
-        || async {
-            let left = |s: &String| uids.iter().any(|u| s.contains(u.as_str()));
-            let dirs = std::fs::read_dir(node.root().join("pods"))
-                .map(|d| d.flatten().filter(|e| left(&e.file_name().to_string_lossy().into_owned())).count())
-                .unwrap_or(0);
-            (dirs == 0 && !node.runc_ids().iter().any(left) && !node.netns().iter().any(left)).then_some(())
-        },
-        || node.log(),
+        || async { (!node.held().iter().any(|h| uids.iter().any(|u| h.contains(u.as_str())))).then_some(()) },
+        || format!("held {:?}{}", node.held(), node.log()),
     )
     .await;
 
@@ -765,11 +769,8 @@ spec:
     eventually_or(
         WAIT,
         "no network namespace, container or pod directory left",
-        || async {
-            let dirs = std::fs::read_dir(node.root().join("pods")).map(|d| d.count()).unwrap_or(0);
-            (node.netns().is_empty() && node.runc_ids().is_empty() && dirs == 0).then_some(())
-        },
-        || format!("netns {:?} runc {:?}{}", node.netns(), node.runc_ids(), node.log()),
+        || async { node.held().is_empty().then_some(()) },
+        || format!("held {:?}{}", node.held(), node.log()),
     )
     .await;
     assert!(!node.netns().iter().any(|n| n.ends_with(&web_uid)));
